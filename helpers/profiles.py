@@ -1,0 +1,246 @@
+"""Run profiles: one dataclass tree, loaded from YAML under data/profiles/.
+
+Only the profile changes between scales (smoke, tiny, paper); every stage reads its
+knobs from here, so the code path is the same on a laptop and on a GPU cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
+METHODS = ("sft", "rft", "dft", "rift", "grpo", "dpo")
+VARIANTS = ("rift_paper", "grpo_paper")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be loaded; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The student (trained) and the teacher (writes the rollouts)."""
+
+    student: str = "tiny"  # "tiny" builds one; otherwise a hub id or local path
+    teacher: str = "tiny"  # "tiny" builds a stronger tiny model; a hub id; or "file"
+    rollouts_file: str | None = None  # jsonl of graded rollouts the user brings
+    # Architecture of the tiny models (ignored for hub models).
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 32
+    intermediate_size: int = 384
+    vocab_size: int = 512
+    max_length: int = 256
+    # Pretraining of the tiny student and teacher on generated problems.
+    pretrain_problems: int = 20000
+    pretrain_batch: int = 32
+    pretrain_lr: float = 3e-3
+    student_steps: int = 400
+    teacher_steps: int = 900
+    teacher_hidden_size: int = 128
+    dtype: str = "float32"  # float32 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the prompts come from and how many."""
+
+    train_source: str = "generated"  # generated | gsm8k | a hub id
+    eval_source: str = "generated"  # generated | gsm8k | path to a jsonl
+    train_path: str | None = None  # local jsonl for train_source
+    eval_path: str | None = None  # local jsonl for eval_source
+    n_train_prompts: int = 512
+    n_eval_problems: int = 256
+    min_steps: int = 2
+    max_steps: int = 4
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """K sampled completions per prompt, graded by the answer checker."""
+
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 160
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Attention-only LoRA, one shared initialisation for every method."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    init_seed: int = 42
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The one protocol every method shares; only the loss (and DPO's lr) differ."""
+
+    methods: tuple[str, ...] = METHODS + VARIANTS
+    lr: float = 1e-3
+    lr_overrides: dict[str, float] = field(default_factory=lambda: {"dpo": 3e-5})
+    steps: int = 200
+    batch_size: int = 32
+    grad_accum: int = 1
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    beta: float = 0.1  # DPO temperature
+    rift_pos_reward: float = 1.0
+    rift_neg_reward: float = -0.2
+    rift_lambda: float = 0.5  # rift_paper's (1 - r*lambda); the study gives no value
+    grpo_bonus: float = 0.1  # grpo_paper's A = r - mean + 0.1
+    controls: tuple[str, ...] = ("sft_order", "sft_seed", "dpo_samelr", "online_grpo")
+    online_grpo_steps: int = 40
+    log_every: int = 5
+    bf16: bool = False
+
+    def lr_for(self, method: str) -> float:
+        """Peak learning rate of a method: the shared one unless overridden."""
+        return float(self.lr_overrides.get(method, self.lr))
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Knobs of the geometry, connectivity, CKA and evaluation chapters."""
+
+    principal_k: int = 10
+    lmc_points: int = 11
+    lmc_problems: int = 64
+    cka_prompts: int = 100
+    eval_batch_size: int = 64
+    eval_max_new_tokens: int = 160
+    base_subspace_k: int = 0  # >0 computes the "path not taken" overlap
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything that changes between smoke, tiny and paper runs."""
+
+    name: str
+    description: str = ""
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollouts: RolloutConfig = field(default_factory=RolloutConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for hashing and for the run folder's profile.json)."""
+        return dataclasses.asdict(self)
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles shipped under data/profiles/."""
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def _build(cls: type, raw: Any, where: str, source: str) -> Any:
+    """Build dataclass `cls` from a mapping, rejecting missing and unknown keys."""
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{source}: `{where or 'top level'}` must be a mapping, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        keys = ", ".join(f"{where}.{k}".lstrip(".") for k in unknown)
+        raise ProfileError(f"{source}: unknown key(s) {keys}; allowed: {', '.join(fields)}")
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}".lstrip(".")
+        if name not in raw:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required or dataclasses.is_dataclass(hints[name]):
+                raise ProfileError(f"{source}: missing key `{key}`")
+            raise ProfileError(f"{source}: missing key `{key}` (every profile states every knob)")
+        values[name] = _coerce(hints[name], raw[name], key, source)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
+    """Check and convert one YAML value to the field's declared type."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key, source)
+    text = str(hint)
+    if value is None:
+        if "None" in text:
+            return None
+        raise ProfileError(f"{source}: `{key}` must not be empty")
+    try:
+        if text.startswith("tuple"):
+            if isinstance(value, str) or not isinstance(value, list | tuple):
+                raise TypeError("expected a list")
+            return tuple(str(v) for v in value)
+        if text.startswith("dict"):
+            if not isinstance(value, dict):
+                raise TypeError("expected a mapping")
+            return {str(k): float(v) for k, v in value.items()}
+        if hint is bool or text == "bool":
+            if not isinstance(value, bool):
+                raise TypeError("expected true or false")
+            return value
+        if hint is int or text == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError("expected an integer")
+            return value
+        if hint is float or text == "float":
+            if isinstance(value, bool):
+                raise TypeError("expected a number")
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise ProfileError(f"{source}: `{key}` has a bad value {value!r}: {err}") from None
+
+
+def _validate(profile: Profile, source: str) -> None:
+    """Cross-field checks that a type check cannot make."""
+    unknown = [m for m in profile.train.methods if m not in METHODS + VARIANTS]
+    if unknown:
+        raise ProfileError(f"{source}: `train.methods` has unknown method(s) {unknown}")
+    if profile.rollouts.k < 2:
+        raise ProfileError(f"{source}: `rollouts.k` must be at least 2 (groups need several rollouts)")
+    if profile.data.min_steps > profile.data.max_steps:
+        raise ProfileError(f"{source}: `data.min_steps` exceeds `data.max_steps`")
+    for name in ("steps", "batch_size", "grad_accum"):
+        if getattr(profile.train, name) < 1:
+            raise ProfileError(f"{source}: `train.{name}` must be positive")
+
+
+def load_profile(name_or_path: str | os.PathLike) -> Profile:
+    """Load a profile by name (smoke, tiny, paper) or from a YAML path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROFILE_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ProfileError(
+                f"unknown profile {str(name_or_path)!r}; available: {', '.join(available_profiles())} "
+                "(or pass a path to a .yaml file)"
+            )
+    elif not path.exists():
+        raise ProfileError(f"profile file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ProfileError(f"{path}: not valid YAML: {err}") from None
+    profile = _build(Profile, raw, "", str(path))
+    _validate(profile, str(path))
+    return profile

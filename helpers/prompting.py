@@ -1,0 +1,52 @@
+"""How a question becomes a prompt, and a solution a completion, for every model.
+
+Tiny models see plain text (`Question: ...\nAnswer:` then ` <solution>` and EOS);
+chat models (the `paper` profile) get their chat template with a step-by-step
+instruction. Training, rollouts, evaluation and connectivity all go through here,
+so the same text reaches the model at every stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INSTRUCTION = "Solve the problem step by step. End with a line of the form '#### <number>'."
+
+
+def uses_chat_template(tokenizer: Any) -> bool:
+    """Chat models carry a template; the tiny tokenizer does not."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def build_prompt(question: str, tokenizer: Any = None) -> str:
+    """The prompt text for one question."""
+    question = question.strip()
+    if tokenizer is not None and uses_chat_template(tokenizer):
+        messages = [{"role": "user", "content": f"{question}\n\n{INSTRUCTION}"}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"Question: {question}\nAnswer:"
+
+
+def build_completion(solution: str, tokenizer: Any = None) -> str:
+    """The completion text for a worked solution (EOS is appended at tokenisation)."""
+    solution = solution.strip()
+    if tokenizer is not None and uses_chat_template(tokenizer):
+        return solution
+    return " " + solution
+
+
+def tokenize_pair(tokenizer: Any, prompt: str, completion: str, max_length: int) -> dict[str, list[int]]:
+    """Token ids of prompt + completion + EOS, and a mask that is 1 on completion tokens.
+
+    Prompt and completion are tokenised separately so the boundary is exact; the
+    prompt is cut from the left and the completion from the right if too long.
+    """
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        completion_ids = completion_ids + [tokenizer.eos_token_id]
+    budget = max(1, max_length - len(completion_ids))
+    prompt_ids = prompt_ids[-budget:]
+    input_ids = (prompt_ids + completion_ids)[:max_length]
+    completion_mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_length]
+    return {"input_ids": input_ids, "completion_mask": completion_mask}
