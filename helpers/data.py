@@ -1,0 +1,282 @@
+"""Problems from any source as {"id", "question", "solution", "answer"}, and the answer grader.
+
+The grader is the reward of every method (a rollout is correct or not), so it is
+strict about where the final answer sits and lenient about how it is written:
+`#### N` wins over `\\boxed{N}`, over "The answer is N", over the last number in
+the text; commas, currency, percent signs, units and trailing zeros are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from helpers.cache import REPO_ROOT
+from helpers.problems import generate_problems
+
+GSM8K_DIR = REPO_ROOT.parent / "shared" / "data" / "gsm8k"
+QUESTION_KEYS = ("question", "problem", "prompt")
+ANSWER_KEYS = ("answer", "final_answer", "solution")
+ABS_TOL = 1e-6  # small answers: 0.333333 == 1/3
+REL_TOL = 1e-9  # large answers: float noise only, so 1000000 != 1000001
+
+
+class DataError(ValueError):
+    """A data set that cannot be read; the message names the file, line and field."""
+
+
+# --- the grader --------------------------------------------------------------------------
+
+_INT = r"(?:\d{1,3}(?:,\d{3})+(?![\d,]\d)|\d+)"
+# A sign counts only when glued to the number and not after a word or bracket (so "10-3" is 3).
+_NUMBER = re.compile(
+    r"(?:(?<![\w)\]}.])(?P<sign>[-+]))?(?:[$€£]\s?(?P<sign2>-)?)?"
+    rf"(?P<body>{_INT}(?:\.\d+)?|\.\d+)(?![\d.]\d)"
+    r"(?:\s*/\s*(?P<den>\d+)(?![\d.]\d))?"
+)
+_ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K calculator annotations <<3*4=12>>
+_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
+_ANSWER_PHRASE = re.compile(r"answer\s*(?:is|:|=)\s*:?\s*\$?\s*", re.IGNORECASE)
+_LATEX_NOISE = re.compile(r"\\[,;!:]|\\(?:left|right|displaystyle)|\\?%|\^\s*\{?\\circ\}?|\\\$")
+
+
+def _clean(text: str) -> str:
+    """Remove annotations and LaTeX decoration that never carries the value."""
+    text = _ANNOTATION.sub("", text).replace("\u2212", "-")
+    text = _FRAC.sub(r"\1/\2", text)
+    text = re.sub(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}", r"\1", text)
+    return _LATEX_NOISE.sub("", text)
+
+
+def _format(match: re.Match[str]) -> str:
+    """The normalised string of one matched number: no commas, signs or trailing zeros."""
+    negative = match.group("sign") == "-" or match.group("sign2") == "-"
+    body = match.group("body").replace(",", "")
+    integer, _, decimals = body.partition(".")
+    integer = integer.lstrip("0") or "0"
+    decimals = decimals.rstrip("0")
+    value = f"{integer}.{decimals}" if decimals else integer
+    if match.group("den") is not None:
+        value = f"{value}/{match.group('den')}"
+    if negative and value.strip("0./") != "":
+        value = "-" + value
+    return value
+
+
+def _first_number(text: str) -> str | None:
+    match = _NUMBER.search(text)
+    return _format(match) if match else None
+
+
+def _last_number(text: str) -> str | None:
+    matches = list(_NUMBER.finditer(text))
+    return _format(matches[-1]) if matches else None
+
+
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (nested braces allowed), or None."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        return None
+    i = text.index("{", start) + 1
+    depth, j = 1, i
+    while j < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        j += 1
+    return text[i : j - 1] if depth == 0 else None
+
+
+def normalize_answer(text: str) -> str | None:
+    """A bare final answer ("1,234", "$5.00", "\\frac{1}{2}", "\\sqrt{2}") as a normalised string.
+
+    A number (optionally with a variable `x =` before it or unit words after it)
+    becomes its normalised form; anything else is returned cleaned and stripped.
+    """
+    cleaned = _clean(text).strip().strip("$").strip()
+    cleaned = re.sub(r"^[A-Za-z]\s*=\s*", "", cleaned).rstrip(".").strip()
+    if not cleaned:
+        return None
+    match = _NUMBER.match(cleaned)
+    if match and re.fullmatch(r"[\s%]*(?:[A-Za-z]+\.?\s*)*", cleaned[match.end() :]):
+        return _format(match)
+    return re.sub(r"\s+", "", cleaned)
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer in a solution or completion, normalised ("1234", "-5", "2.5", "1/2").
+
+    Priority: the last `#### N`, the last `\\boxed{...}`, the last "The answer is N" /
+    "answer: N", then the last number in the text; None when there is no number.
+    """
+    if not text:
+        return None
+    hashes = text.rfind("####")
+    if hashes >= 0:
+        found = _first_number(_clean(text[hashes + 4 :]))
+        if found is not None:
+            return found
+    boxed = _boxed(text)
+    if boxed is not None:
+        found = normalize_answer(boxed)
+        if found is not None:
+            return found
+    cleaned = _clean(text)
+    phrases = list(_ANSWER_PHRASE.finditer(cleaned))
+    if phrases:
+        match = _NUMBER.match(cleaned, phrases[-1].end())
+        if match:
+            return _format(match)
+    return _last_number(cleaned)
+
+
+def _to_number(answer: str) -> Fraction | None:
+    """Exact value of a normalised numeric answer, or None for a non-numeric one."""
+    try:
+        return Fraction(answer)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _reference_answer(reference: str) -> str | None:
+    """A reference is either a bare answer or a full solution; normalise either."""
+    if "####" in reference or "\\boxed" in reference or "\n" in reference.strip():
+        return extract_answer(reference)
+    bare = normalize_answer(reference)
+    # A sentence ("The answer is 5.") is a solution, not a bare symbolic answer.
+    if bare is not None and _to_number(bare) is None and re.search(r"(?<![\\A-Za-z])[A-Za-z]{2,}", bare):
+        return extract_answer(reference)
+    return bare
+
+
+def is_correct(completion: str, reference: str) -> bool:
+    """Whether the completion's final answer equals the reference's.
+
+    Numbers compare exactly as fractions, else within 1e-6 absolute or 1e-9 relative
+    (float noise only: 1000000 and 1000001 differ); other answers compare as text.
+    """
+    got = extract_answer(completion)
+    want = _reference_answer(str(reference))
+    if got is None or want is None:
+        return False
+    a, b = _to_number(got), _to_number(want)
+    if a is not None and b is not None:
+        return a == b or math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
+    return got == want
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def _first_key(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    return next((k for k in keys if row.get(k) not in (None, "")), None)
+
+
+def _normalise_row(row: Any, where: str, index: int, prefix: str) -> dict[str, str]:
+    """One raw record as {"id", "question", "solution", "answer"}; `where` names file and line."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    q_key = _first_key(row, QUESTION_KEYS)
+    if q_key is None:
+        raise DataError(f"{where}: missing field `question` (or one of {', '.join(QUESTION_KEYS)})")
+    a_key = _first_key(row, ANSWER_KEYS)
+    if a_key is None:
+        raise DataError(f"{where}: missing field `answer` (or one of {', '.join(ANSWER_KEYS)})")
+    raw = str(row[a_key])
+    # GSM8K's `answer` is a whole solution; DeepScaleR's and final_answer are bare answers.
+    looks_like_solution = a_key == "solution" or "####" in raw or "\n" in raw.strip()
+    answer = extract_answer(raw) if looks_like_solution else normalize_answer(raw)
+    if answer is None:
+        raise DataError(f"{where}: field `{a_key}` has no final answer: {raw[:80]!r}")
+    solution = row.get("solution") or (raw if looks_like_solution else "")
+    ident = row.get("id", row.get("unique_id"))
+    return {
+        "id": str(ident) if ident not in (None, "") else f"{prefix}-{index:05d}",
+        "question": str(row[q_key]).strip(),
+        "solution": str(solution).strip(),
+        "answer": answer,
+    }
+
+
+def read_jsonl(path: str | Path, prefix: str | None = None) -> list[dict[str, str]]:
+    """Read and normalise a jsonl file of problems; blank lines are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist")
+    prefix = prefix or path.stem
+    problems = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            problems.append(_normalise_row(row, where, len(problems), prefix))
+    if not problems:
+        raise DataError(f"data file {path} is empty: no problems in it")
+    return problems
+
+
+def _load_hub(dataset_id: str, split: str, config: str | None = None) -> list[dict[str, str]]:
+    """A hub dataset (needs network or a local HF cache) normalised like a jsonl file."""
+    import datasets
+
+    try:
+        table = datasets.load_dataset(dataset_id, config, split=split)
+    except Exception as err:  # the hub raises many types; one clear message for all
+        raise DataError(f"could not load hub dataset {dataset_id!r} split {split!r}: {err}") from err
+    prefix = f"{dataset_id.split('/')[-1]}-{split}"
+    problems = [
+        _normalise_row(row, f"{dataset_id}[{split}] row {i}", i, prefix) for i, row in enumerate(table)
+    ]
+    if not problems:
+        raise DataError(f"hub dataset {dataset_id!r} split {split!r} is empty")
+    return problems
+
+
+def load_problems(
+    source: str,
+    split: str,
+    n: int | None = None,
+    path: str | None = None,
+    seed: int = 0,
+    min_steps: int = 2,
+    max_steps: int = 4,
+) -> list[dict[str, str]]:
+    """Problems of `split` from `source`, each {"id", "question", "solution", "answer"}.
+
+    source: "generated" (helpers.problems, seeded by `seed`); "gsm8k" (`path`, else
+    the shared local copy, else the hub's openai/gsm8k); a path to a .jsonl; or any
+    other hub dataset id. `n` keeps the first n problems in file order (not a random
+    subset), so a larger n extends a smaller one; None keeps all.
+    """
+    if n is not None and n < 0:
+        raise DataError(f"load_problems: n must be non-negative, got {n}")
+    if source == "generated":
+        if n is None:
+            raise DataError("load_problems: source 'generated' needs n (how many problems to generate)")
+        return generate_problems(n, seed, split, min_steps, max_steps)
+    if path is not None:
+        problems = read_jsonl(path, prefix=f"gsm8k-{split}" if source == "gsm8k" else None)
+    elif source == "gsm8k":
+        local = GSM8K_DIR / f"{split}.jsonl"
+        if local.is_file():
+            problems = read_jsonl(local, prefix=f"gsm8k-{split}")
+        else:
+            problems = _load_hub("openai/gsm8k", split, "main")
+    elif source.endswith(".jsonl") or Path(source).is_file():
+        problems = read_jsonl(source)
+    else:
+        problems = _load_hub(source, split)
+    if n is not None:
+        if n > len(problems):
+            warnings.warn(f"{source}: asked for {n} problems, only {len(problems)} exist", stacklevel=2)
+        problems = problems[:n]
+    return problems
