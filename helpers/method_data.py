@@ -1,0 +1,175 @@
+"""From graded rollouts to one `datasets.Dataset` per method, checked before any training starts.
+
+Every method reads the same rollouts; they differ only in which rows they keep and
+which per-rollout column their loss reads:
+- sft, dft: all rollouts; rft: the correct ones (reward > 0);
+- rift: all, `reward` mapped to the published signed rewards (+1 / -0.2 by default);
+  rift_paper: all, binary `reward` as stored;
+- grpo, grpo_paper: all, with an `advantage` column computed from the stored group
+  (rollouts sharing a prompt_id);
+- dpo: every (correct, incorrect) pair of one prompt, shuffled by seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+
+from helpers.profiles import METHODS, VARIANTS, TrainConfig
+
+REQUIRED = ("prompt_id", "prompt", "completion", "reward")
+METHOD_NAMES = METHODS + VARIANTS
+
+
+class MethodDataError(ValueError):
+    """Rollouts that cannot feed a method (unknown method, nothing to train on, a bad record)."""
+
+
+def load_rollouts(source: str | Path | Sequence[dict] | Dataset) -> list[dict]:
+    """Rollout records from a jsonl file (read with `datasets`), a Dataset or a list, checked field by field."""
+    where = "rollouts"
+    if isinstance(source, str | Path):
+        path = Path(source)
+        if not path.exists():
+            raise MethodDataError(f"rollouts file {path} does not exist")
+        where = str(path)
+        records = Dataset.from_json(str(path)).to_list()
+    elif isinstance(source, Dataset):
+        records = source.to_list()
+    else:
+        records = [dict(r) for r in source]
+    if not records:
+        raise MethodDataError(f"{where}: no rollouts")
+    for i, rec in enumerate(records):
+        for key in REQUIRED:
+            if rec.get(key) is None:
+                raise MethodDataError(
+                    f"{where}: record {i} (prompt_id={rec.get('prompt_id')}) has no `{key}`"
+                )
+        reward = rec["reward"]
+        if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
+            raise MethodDataError(f"{where}: record {i} has a bad `reward` {reward!r} (need a finite number)")
+        rec["reward"] = float(reward)
+    return records
+
+
+def _groups(records: list[dict]) -> dict[Any, list[int]]:
+    """Row indices of each prompt_id, in first-seen order."""
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, rec in enumerate(records):
+        groups[rec["prompt_id"]].append(i)
+    return groups
+
+
+def group_advantages(records: list[dict], method: str, bias: float) -> list[float]:
+    """Advantage of every rollout from its group's rewards.
+
+    grpo_paper (the study): `A = r - mean_group + bias` for every rollout.
+    grpo (KRAFTON's Offline-GRPO, as NeMo RL documents it): `A = r - mean_group`
+    without std normalisation; a group whose every reward is positive gets `A = bias`
+    (so solved prompts still teach), an all-wrong group gets 0 (it contributes nothing).
+    """
+    advantages = [0.0] * len(records)
+    for rows in _groups(records).values():
+        rewards = [records[i]["reward"] for i in rows]
+        mean = sum(rewards) / len(rewards)
+        all_positive = all(r > 0 for r in rewards)
+        for i, r in zip(rows, rewards, strict=True):
+            if method == "grpo_paper":
+                advantages[i] = r - mean + bias
+            elif all_positive:
+                advantages[i] = bias
+            else:
+                advantages[i] = r - mean
+    return advantages
+
+
+def dpo_pairs(records: list[dict], seed: int) -> list[dict]:
+    """All (correct, incorrect) completion pairs of each prompt, shuffled by `seed`."""
+    pairs = []
+    for pid, rows in _groups(records).items():
+        good = [records[i] for i in rows if records[i]["reward"] > 0]
+        bad = [records[i] for i in rows if records[i]["reward"] <= 0]
+        for g in good:
+            for b in bad:
+                pairs.append(
+                    {
+                        "prompt_id": pid,
+                        "prompt": g["prompt"],
+                        "chosen": g["completion"],
+                        "rejected": b["completion"],
+                    }
+                )
+    random.Random(seed).shuffle(pairs)
+    return pairs
+
+
+def build_method_dataset(
+    rollouts: str | Path | Sequence[dict] | Dataset,
+    method: str,
+    train: TrainConfig | None = None,
+    seed: int = 42,
+) -> Dataset:
+    """The training rows of `method` (see the module docstring); raises MethodDataError before training."""
+    if method not in METHOD_NAMES:
+        raise MethodDataError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
+    train = train or TrainConfig()
+    records = load_rollouts(rollouts)
+    if method == "dpo":
+        pairs = dpo_pairs(records, seed)
+        if not pairs:
+            raise MethodDataError(
+                "dpo: no (correct, incorrect) pair within any prompt group; DPO needs groups with mixed rewards"
+            )
+        return Dataset.from_list(pairs)
+
+    rows = [
+        {
+            "prompt_id": r["prompt_id"],
+            "prompt": r["prompt"],
+            "completion": r["completion"],
+            "reward": r["reward"],
+            "correct": r["reward"] > 0,
+        }
+        for r in records
+    ]
+    if method == "rft":
+        rows = [r for r in rows if r["correct"]]
+        if not rows:
+            raise MethodDataError("rft: no correct rollout (reward > 0) to train on")
+    elif method == "rift":
+        for r in rows:
+            r["reward"] = train.rift_pos_reward if r["correct"] else train.rift_neg_reward
+    elif method in ("grpo", "grpo_paper"):
+        if not any(len({records[i]["reward"] for i in g}) > 1 for g in _groups(records).values()):
+            raise MethodDataError(
+                f"{method}: every prompt group has a single reward value, so there is no group-relative signal"
+            )
+        for r, a in zip(rows, group_advantages(records, method, train.grpo_bonus), strict=True):
+            r["advantage"] = a
+    return Dataset.from_list(rows)
+
+
+def rollout_summary(rollouts: str | Path | Sequence[dict] | Dataset) -> dict[str, Any]:
+    """Reward mean, how many rollouts per group are correct, the share of mixed groups, DPO pairs."""
+    records = load_rollouts(rollouts)
+    groups = _groups(records)
+    n_correct = [sum(records[i]["reward"] > 0 for i in rows) for rows in groups.values()]
+    sizes = [len(rows) for rows in groups.values()]
+    mixed = sum(0 < c < s for c, s in zip(n_correct, sizes, strict=True))
+    return {
+        "n_rollouts": len(records),
+        "n_prompts": len(groups),
+        "reward_mean": sum(r["reward"] for r in records) / len(records),
+        "correct_per_group": dict(sorted(Counter(n_correct).items())),
+        "mixed_share": mixed / len(groups),
+        "all_correct_share": sum(c == s for c, s in zip(n_correct, sizes, strict=True)) / len(groups),
+        "all_wrong_share": sum(c == 0 for c in n_correct) / len(groups),
+        "dpo_pairs": sum(c * (s - c) for c, s in zip(n_correct, sizes, strict=True)),
+    }
