@@ -1,0 +1,467 @@
+"""How different are two weight updates? Exact geometry on the LoRA factors.
+
+Every number comes from dW = s B A without forming the d_out x d_in matrix: the
+thin QRs B = Q_B R_B and A^T = Q_A R_A give dW = Q_B (s R_B R_A^T) Q_A^T, so the
+SVD of the r x r core is the exact SVD of dW (U = Q_B U_c, V = Q_A V_c). Pairs of
+updates then only need r x r products such as U_a^T U_b.
+
+Run `python -m helpers.geometry ADAPTER_A ADAPTER_B [...]` for a table of any
+PEFT LoRA adapters of one base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from helpers.deltas import AdapterError, LowRankDelta, check_compatible, check_same_base, load_deltas
+
+
+@dataclass
+class FactoredSVD:
+    """dW = U diag(S) V^T with only the nonzero singular values kept (numerical rank q)."""
+
+    U: torch.Tensor  # d_out x q, orthonormal columns: the output side
+    S: torch.Tensor  # q, descending, positive
+    V: torch.Tensor  # d_in x q, orthonormal columns: the input side
+
+    @property
+    def rank(self) -> int:
+        return int(self.S.numel())
+
+
+def factored_svd(delta: LowRankDelta | FactoredSVD) -> FactoredSVD:
+    """Exact thin SVD of s B A from two thin QRs and the SVD of the small core.
+
+    Singular values below max(S) * max(d_out, d_in) * eps (numpy's matrix_rank
+    tolerance) are dropped, so U spans exactly the column space of dW.
+    """
+    if isinstance(delta, FactoredSVD):
+        return delta
+    B, A = delta.B.to(torch.float64), delta.A.to(torch.float64)
+    q_b, r_b = torch.linalg.qr(B)
+    q_a, r_a = torch.linalg.qr(A.T)
+    u_core, S, vh_core = torch.linalg.svd(delta.scale * (r_b @ r_a.T), full_matrices=False)
+    tol = (float(S[0]) if S.numel() else 0.0) * max(delta.shape) * torch.finfo(torch.float64).eps
+    keep = int((tol < S).sum()) if S.numel() and float(S[0]) > 0 else 0
+    return FactoredSVD(q_b @ u_core[:, :keep], S[:keep], q_a @ vh_core[:keep].T)
+
+
+def inner_product(a: LowRankDelta, b: LowRankDelta) -> float:
+    """<dW_a, dW_b>_F = s_a s_b tr((B_a^T B_b)(A_b A_a^T)), with r x r products only."""
+    if a.shape != b.shape:
+        raise ValueError(f"inner_product: shapes differ ({a.shape} vs {b.shape}) at {a.module or b.module}")
+    left = a.B.to(torch.float64).T @ b.B.to(torch.float64)
+    right = a.A.to(torch.float64) @ b.A.to(torch.float64).T
+    return a.scale * b.scale * float((left * right).sum())
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else float("nan")
+
+
+def cosine(a: LowRankDelta, b: LowRankDelta) -> float:
+    """Cosine of the flattened updates; nan if either is zero. Invariant to scaling."""
+    return _ratio(inner_product(a, b), a.frobenius_norm() * b.frobenius_norm())
+
+
+def global_cosine(deltas_a: dict[str, LowRankDelta], deltas_b: dict[str, LowRankDelta]) -> float:
+    """Cosine of all modules flattened together into one vector per adapter."""
+    check_compatible(deltas_a, deltas_b)
+    inner = sum(inner_product(deltas_a[m], deltas_b[m]) for m in deltas_a)
+    return _ratio(inner, global_norm(deltas_a) * global_norm(deltas_b))
+
+
+def frobenius_norms(deltas: dict[str, LowRankDelta]) -> dict[str, float]:
+    """||dW||_F per module."""
+    return {m: d.frobenius_norm() for m, d in deltas.items()}
+
+
+def global_norm(deltas: dict[str, LowRankDelta]) -> float:
+    """Norm of all modules flattened together: sqrt of the summed squared module norms."""
+    return math.sqrt(sum(n**2 for n in frobenius_norms(deltas).values()))
+
+
+def _layer_groups(modules: Sequence[str], deltas: dict[str, LowRankDelta]) -> dict[int, list[str]]:
+    groups: dict[int, list[str]] = {}
+    for m in modules:
+        layer = deltas[m].layer
+        groups.setdefault(-1 if layer is None else layer, []).append(m)
+    return dict(sorted(groups.items()))
+
+
+def cosine_by_layer(deltas_a: dict[str, LowRankDelta], deltas_b: dict[str, LowRankDelta]) -> dict[int, float]:
+    """Cosine of each layer's modules flattened together (layer -1: modules with no layer index)."""
+    check_compatible(deltas_a, deltas_b)
+    out = {}
+    for layer, mods in _layer_groups(list(deltas_a), deltas_a).items():
+        inner = sum(inner_product(deltas_a[m], deltas_b[m]) for m in mods)
+        norm_a = math.sqrt(sum(deltas_a[m].frobenius_norm() ** 2 for m in mods))
+        norm_b = math.sqrt(sum(deltas_b[m].frobenius_norm() ** 2 for m in mods))
+        out[layer] = _ratio(inner, norm_a * norm_b)
+    return out
+
+
+def subspace_angles(q_a: torch.Tensor, q_b: torch.Tensor) -> torch.Tensor:
+    """Principal angles (radians, ascending) between the spans of two orthonormal d x k bases.
+
+    Cosines from svd(Q_a^T Q_b), sines from svd(Q_b - Q_a Q_a^T Q_b); the sine is used
+    below 45 degrees where arccos loses precision (Knyazev & Argentati 2002, as in scipy).
+    """
+    k = min(q_a.shape[1], q_b.shape[1])
+    if k == 0:
+        return q_a.new_zeros(0)
+    if q_a.shape[1] < q_b.shape[1]:
+        q_a, q_b = q_b, q_a  # project the smaller basis onto the larger
+    cross = q_a.T @ q_b
+    cos = torch.linalg.svdvals(cross)[:k].clamp(0.0, 1.0)
+    sin = torch.linalg.svdvals(q_b - q_a @ cross)[:k].flip(0).clamp(0.0, 1.0)
+    return torch.where(cos**2 >= 0.5, torch.arcsin(sin), torch.arccos(cos))
+
+
+def principal_angles(
+    a: LowRankDelta | FactoredSVD, b: LowRankDelta | FactoredSVD, k: int = 10, side: str = "left"
+) -> np.ndarray:
+    """Angles in degrees, ascending, between the top-k singular subspaces of two updates.
+
+    side="left" compares output directions (columns of U), side="right" input
+    directions (V). k is capped at both numerical ranks (empty if either update is 0).
+    """
+    if side not in ("left", "right"):
+        raise ValueError(f"principal_angles: side must be 'left' or 'right', got {side!r}")
+    sa, sb = factored_svd(a), factored_svd(b)
+    k = min(int(k), sa.rank, sb.rank)
+    basis_a, basis_b = (sa.U, sb.U) if side == "left" else (sa.V, sb.V)
+    return np.degrees(subspace_angles(basis_a[:, :k], basis_b[:, :k]).numpy())
+
+
+def orthogonal_fraction(
+    b: LowRankDelta | FactoredSVD, a: LowRankDelta | FactoredSVD, k: int | None = None
+) -> float:
+    """||dW_b - P_a dW_b||_F / ||dW_b||_F: the share of b outside a's output subspace.
+
+    P_a projects onto the full column space of dW_a (its numerical rank, at most r),
+    or onto its top-k left singular vectors when k is given. 0 when b's columns lie
+    in a's span, 1 when orthogonal; nan when b is zero. Computed as
+    sqrt(||S_b||^2 - ||U_a^T U_b S_b||^2) from r x r products (see _residual_sq).
+    """
+    sa, sb = factored_svd(a), factored_svd(b)
+    u_a = sa.U if k is None else sa.U[:, :k]
+    residual_sq, norm_sq = _residual_sq(u_a, sb.U, sb.S, u_a.T @ sb.U)
+    return _ratio(math.sqrt(residual_sq), math.sqrt(norm_sq))
+
+
+def _residual_sq(
+    u_a: torch.Tensor, u_b: torch.Tensor, s_b: torch.Tensor, cross: torch.Tensor
+) -> tuple[float, float]:
+    """Squared norms of b outside span(u_a) and of b, given cross = u_a^T u_b.
+
+    ||S_b||^2 - ||cross S_b||^2 costs nothing more but loses digits by cancellation
+    when b lies almost inside a's span; there the residual is formed directly
+    (d x r), so the fraction stays accurate to ~1e-12 of ||dW_b|| everywhere.
+    """
+    norm_sq = float((s_b**2).sum())
+    residual_sq = norm_sq - float(((cross * s_b) ** 2).sum())
+    if residual_sq < 1e-6 * norm_sq:
+        residual_sq = float(torch.linalg.matrix_norm((u_b - u_a @ cross) * s_b) ** 2)
+    return max(residual_sq, 0.0), norm_sq
+
+
+def effective_rank(a: LowRankDelta | FactoredSVD) -> float:
+    """exp(entropy of the singular values normalised to sum 1) (Roy & Vetterli 2007); 0 for dW = 0."""
+    S = factored_svd(a).S
+    if S.numel() == 0:
+        return 0.0
+    p = S / S.sum()
+    return float(torch.exp(-(p * torch.log(p)).sum()))
+
+
+def top1_alignment(a: LowRankDelta | FactoredSVD, b: LowRankDelta | FactoredSVD) -> tuple[float, float]:
+    """|<u1_a, u1_b>| (output side) and |<v1_a, v1_b>| (input side) of the top singular vectors."""
+    sa, sb = factored_svd(a), factored_svd(b)
+    if sa.rank == 0 or sb.rank == 0:
+        return float("nan"), float("nan")
+    return abs(float(sa.U[:, 0] @ sb.U[:, 0])), abs(float(sa.V[:, 0] @ sb.V[:, 0]))
+
+
+def base_subspace(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """Top-k left singular vectors of a dense base weight (d_out x k, float64)."""
+    W = weight.detach().to(torch.float64)
+    return torch.linalg.svd(W, full_matrices=False)[0][:, :k].cpu()
+
+
+def base_overlap(a: LowRankDelta | FactoredSVD, base_u: torch.Tensor) -> float:
+    """Fraction of ||dW||^2 inside span(base_u), e.g. the base W's top-k left singular
+    vectors (the "path not taken" of Zhu et al. 2025); nan when dW = 0."""
+    sa = factored_svd(a)
+    inside = float(((base_u.to(sa.U).T @ sa.U * sa.S) ** 2).sum())
+    return _ratio(inside, float((sa.S**2).sum()))
+
+
+def _median(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(statistics.median(finite)) if finite else float("nan")
+
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(sum(finite) / len(finite)) if finite else float("nan")
+
+
+def _grouped_ratio(num: dict[str, float], den: dict[str, float], groups: dict[int, list[str]], root: bool):
+    out = []
+    for mods in groups.values():
+        value = _ratio(sum(num[m] for m in mods), sum(den[m] for m in mods))
+        out.append(math.sqrt(value) if root and not math.isnan(value) else value)
+    return out
+
+
+def pairwise_report(
+    deltas_by_name: dict[str, dict[str, LowRankDelta]],
+    k: int = 10,
+    base_weights: dict[str, torch.Tensor] | None = None,
+    base_k: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Every metric for every pair of adapters, as plain JSON-serialisable data.
+
+    Modules are visited one at a time and each adapter's SVD is computed once per
+    module, then reused by all pairs. Per-module lists follow `modules`, per-layer
+    lists follow `layers`. In pair (a, b), `orth_frac` is b's share outside a's
+    output subspace and `orth_frac_rev` a's share outside b's. With base_weights and
+    base_k > 0, each adapter's overlap with the base weights' top-k left subspaces.
+    """
+    names = list(deltas_by_name)
+    if len(names) < 1:
+        raise ValueError("pairwise_report: no adapters given")
+    first = deltas_by_name[names[0]]
+    for name in names[1:]:
+        check_compatible(first, deltas_by_name[name], names[0], name)
+    modules = list(first)
+    groups = _layer_groups(modules, first)
+    pairs = list(itertools.combinations(names, 2))
+    norm_sq = {n: {} for n in names}
+    eff_rank = {n: {} for n in names}
+    overlap = {n: {} for n in names}
+    per_pair = {p: {key: {} for key in _PAIR_KEYS} for p in pairs}
+    for module in tqdm(modules, desc="geometry", disable=not progress, leave=False):
+        svds = {n: factored_svd(deltas_by_name[n][module]) for n in names}
+        base_u = None
+        if base_weights is not None and base_k > 0 and module in base_weights:
+            base_u = base_subspace(base_weights[module], base_k)
+        for n, s in svds.items():
+            norm_sq[n][module] = float((s.S**2).sum())
+            eff_rank[n][module] = effective_rank(s)
+            overlap[n][module] = base_overlap(s, base_u) if base_u is not None else float("nan")
+        for a, b in pairs:
+            _pair_module(svds[a], svds[b], k, per_pair[(a, b)], module)
+    report = {
+        "methods": names,
+        "k": int(k),
+        "modules": modules,
+        "layers": list(groups),
+        "per_method": {},
+        "pairs": [],
+    }
+    for n in names:
+        report["per_method"][n] = {
+            "norm": math.sqrt(sum(norm_sq[n].values())),
+            "norm_by_layer": [math.sqrt(sum(norm_sq[n][m] for m in mods)) for mods in groups.values()],
+            "norm_by_module": [math.sqrt(norm_sq[n][m]) for m in modules],
+            "effective_rank_mean": _mean(list(eff_rank[n].values())),
+            "effective_rank_median": _median(list(eff_rank[n].values())),
+            "effective_rank_by_module": [eff_rank[n][m] for m in modules],
+        }
+        if base_weights is not None and base_k > 0:
+            inside = {m: overlap[n][m] * norm_sq[n][m] for m in modules if not math.isnan(overlap[n][m])}
+            report["per_method"][n]["base_k"] = int(base_k)
+            report["per_method"][n]["base_overlap"] = _ratio(
+                sum(inside.values()), sum(norm_sq[n][m] for m in inside)
+            )
+            report["per_method"][n]["base_overlap_by_module"] = [overlap[n][m] for m in modules]
+    for a, b in pairs:
+        vals = per_pair[(a, b)]
+        norms_a, norms_b = norm_sq[a], norm_sq[b]
+        den = {m: math.sqrt(norms_a[m] * norms_b[m]) for m in modules}
+        layer_den = [
+            math.sqrt(sum(norms_a[m] for m in mods) * sum(norms_b[m] for m in mods))
+            for mods in groups.values()
+        ]
+        entry = {
+            "a": a,
+            "b": b,
+            "global_cosine": _ratio(
+                sum(vals["inner"].values()), math.sqrt(sum(norms_a.values()) * sum(norms_b.values()))
+            ),
+            "cosine_by_layer": [
+                _ratio(sum(vals["inner"][m] for m in mods), d)
+                for mods, d in zip(groups.values(), layer_den, strict=True)
+            ],
+            "cosine_by_module": [_ratio(vals["inner"][m], den[m]) for m in modules],
+            "orth_frac": math.sqrt(_ratio(sum(vals["resid_b"].values()), sum(norms_b.values()))),
+            "orth_frac_rev": math.sqrt(_ratio(sum(vals["resid_a"].values()), sum(norms_a.values()))),
+            "orth_frac_by_layer": _grouped_ratio(vals["resid_b"], norms_b, groups, root=True),
+            "orth_frac_rev_by_layer": _grouped_ratio(vals["resid_a"], norms_a, groups, root=True),
+            "orth_frac_by_module": [math.sqrt(_ratio(vals["resid_b"][m], norms_b[m])) for m in modules],
+        }
+        for key in (
+            "angle_min",
+            "angle_max",
+            "angle_min_input",
+            "angle_max_input",
+            "top1_output",
+            "top1_input",
+        ):
+            series = [vals[key][m] for m in modules]
+            summary = _median(series) if key.startswith("angle") else _mean(series)
+            entry[f"{key}_{'median' if key.startswith('angle') else 'mean'}"] = summary
+            entry[f"{key}_by_module"] = series
+        report["pairs"].append(entry)
+    return report
+
+
+_PAIR_KEYS = (
+    "inner",
+    "resid_a",
+    "resid_b",
+    "angle_min",
+    "angle_max",
+    "angle_min_input",
+    "angle_max_input",
+    "top1_output",
+    "top1_input",
+)
+
+
+def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: str) -> None:
+    """All pair metrics of one module from the two SVDs and two r x r cross products."""
+    nan = float("nan")
+    cross_u, cross_v = sa.U.T @ sb.U, sa.V.T @ sb.V
+    out["inner"][module] = float((sa.S[:, None] * cross_u * cross_v * sb.S[None, :]).sum())
+    out["resid_b"][module] = _residual_sq(sa.U, sb.U, sb.S, cross_u)[0]
+    out["resid_a"][module] = _residual_sq(sb.U, sa.U, sa.S, cross_u.T)[0]
+    kk = min(int(k), sa.rank, sb.rank)
+    for suffix, q_a, q_b in (("", sa.U, sb.U), ("_input", sa.V, sb.V)):
+        angles = torch.rad2deg(subspace_angles(q_a[:, :kk], q_b[:, :kk])) if kk else None
+        out[f"angle_min{suffix}"][module] = float(angles[0]) if kk else nan
+        out[f"angle_max{suffix}"][module] = float(angles[-1]) if kk else nan
+    both = sa.rank > 0 and sb.rank > 0
+    out["top1_output"][module] = abs(float(cross_u[0, 0])) if both else nan
+    out["top1_input"][module] = abs(float(cross_v[0, 0])) if both else nan
+
+
+def report_table(report: dict) -> str:
+    """The report as aligned text: one row per adapter, then one row per pair."""
+    method_rows = [["adapter", "norm", "eff.rank(med)"]]
+    for n, m in report["per_method"].items():
+        method_rows.append([n, f"{m['norm']:.4g}", f"{m['effective_rank_median']:.2f}"])
+    k = report["k"]
+    pair_rows = [
+        [
+            "a",
+            "b",
+            "cosine",
+            f"ang.min(k={k})",
+            f"ang.max(k={k})",
+            "orth(b|a)",
+            "orth(a|b)",
+            "top1 out",
+            "top1 in",
+        ]
+    ]
+    for p in report["pairs"]:
+        pair_rows.append(
+            [
+                p["a"],
+                p["b"],
+                f"{p['global_cosine']:.3f}",
+                f"{p['angle_min_median']:.1f}",
+                f"{p['angle_max_median']:.1f}",
+                f"{p['orth_frac']:.3f}",
+                f"{p['orth_frac_rev']:.3f}",
+                f"{p['top1_output_mean']:.3f}",
+                f"{p['top1_input_mean']:.3f}",
+            ]
+        )
+    note = "angles: degrees, median over modules; orth(b|a): share of b outside a's output subspace"
+    return "\n\n".join([_align(method_rows), _align(pair_rows) if len(pair_rows) > 1 else "", note]).replace(
+        "\n\n\n\n", "\n\n"
+    )
+
+
+def _align(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def json_safe(obj):
+    """A copy with NaN and infinities replaced by None, so the file is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _default_names(paths: list[str]) -> list[str]:
+    names = [Path(p).resolve().name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the geometry table of two or more LoRA adapters of one base; 0 on success."""
+    parser = argparse.ArgumentParser(
+        prog="python -m helpers.geometry",
+        description="Weight-space geometry of PEFT LoRA adapters of one base model.",
+    )
+    parser.add_argument("adapters", nargs="+", help="PEFT adapter folders (adapter_config.json + weights)")
+    parser.add_argument(
+        "--k", type=int, default=10, help="top-k singular vectors for principal angles (default 10)"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
+    parser.add_argument("--names", default=None, help="comma-separated display names, one per adapter")
+    args = parser.parse_args(argv)
+    try:
+        if len(args.adapters) < 2:
+            raise AdapterError("give at least two adapter folders to compare")
+        if args.k < 1:
+            raise AdapterError(f"--k must be positive, got {args.k}")
+        names = args.names.split(",") if args.names else _default_names(args.adapters)
+        if len(names) != len(args.adapters) or len(set(names)) != len(names):
+            raise AdapterError(f"--names needs {len(args.adapters)} distinct names, got {args.names!r}")
+        base = check_same_base(args.adapters)
+        deltas = {n: load_deltas(p) for n, p in zip(names, args.adapters, strict=True)}
+        report = pairwise_report(deltas, k=args.k)
+    except AdapterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report["base_model"] = base
+    report["adapters"] = dict(zip(names, [str(Path(p).resolve()) for p in args.adapters], strict=True))
+    print(report_table(report))
+    if args.json is not None:
+        from helpers.cache import atomic_write_json
+
+        atomic_write_json(args.json, json_safe(report))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
