@@ -46,6 +46,7 @@ class ModelConfig:
     student_steps: int = 400
     teacher_steps: int = 900
     teacher_hidden_size: int = 128
+    accuracy_probes: int = 6  # checkpoints scored along each pretraining run
     dtype: str = "float32"  # float32 | bfloat16
     device: str = "auto"  # auto | cpu | cuda
 

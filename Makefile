@@ -1,0 +1,69 @@
+# Two entry points for a fresh machine: `make book` and `make test`.
+# PROFILE=tiny (CPU, default) | smoke (seconds) | paper (GPUs, the study's settings).
+PROFILE ?= tiny
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch is installed first and on its own: a bare requirement would pull a multi-GB CUDA
+# build on CPU machines. On GPU machines set TORCH_SPEC to the build you want.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= book,dev
+PYTEST_ARGS ?=
+
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONUNBUFFERED := 1
+ifneq ($(PROFILE),paper)
+export HF_HUB_OFFLINE := 1
+endif
+
+.PHONY: install book notebooks html test test-unit test-notebooks lab lint format bench clean clean-runs
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (wsg)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run every notebook headless on $(PROFILE), then render the executed copies into _build/html.
+book: install
+	$(PY) -m helpers.book --profile $(PROFILE)
+
+## Only execute the notebooks (into _build/executed/$(PROFILE)).
+notebooks: install
+	$(PY) -m helpers.book --profile $(PROFILE) --no-html
+
+## Unit tests, then every notebook on the smoke profile, then the built-book checks.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+lint: install
+	$(VENV)/bin/ruff check helpers tests benchmarks
+	$(VENV)/bin/ruff format --check helpers tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format helpers tests benchmarks
+	$(VENV)/bin/ruff check --fix helpers tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_foundation.py
+	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_geometry.py
+	$(PY) benchmarks/bench_book.py
+
+clean:
+	rm -rf _build
+
+clean-runs:
+	rm -rf runs

@@ -1,0 +1,264 @@
+"""The book's stages, each cached in a run folder keyed by a hash of its inputs.
+
+profile -> problems -> base models -> rollouts -> (training, analyses: later stages).
+Every stage function returns the finished folder; a rerun with the same inputs reuses
+it, a changed knob rebuilds only what depends on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .cache import atomic_write_json, cached_stage, read_json, runs_root, stable_hash
+from .profiles import Profile
+
+# Bump when a stage's code changes what it writes, so old run folders are not reused.
+STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1}
+CURVE_PROBLEMS = 64  # held-out problems per probe
+
+
+def configure_environment(profile: Profile) -> None:
+    """CPU profiles never touch the hub; the paper profile may."""
+    if profile.model.student == "tiny":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_root(profile: Profile) -> Path:
+    """Folder of this profile's stages."""
+    return runs_root() / profile.name
+
+
+def resolve_device(profile: Profile) -> str:
+    """`auto` means CUDA when present."""
+    import torch
+
+    if profile.model.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return profile.model.device
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a jsonl file written by a stage."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+# --- stage 1: problems -------------------------------------------------------------
+
+
+def _problems_inputs(profile: Profile) -> dict[str, Any]:
+    return {"v": STAGE_VERSIONS["problems"], "data": profile.to_dict()["data"],
+            "pretrain_problems": profile.model.pretrain_problems, "student": profile.model.student}
+
+
+def problems_stage(profile: Profile) -> Path:
+    """Prompts for rollouts (train), held-out problems (eval), and the pretraining corpus."""
+    from .data import load_problems
+
+    d = profile.data
+
+    def build(tmp: Path) -> None:
+        common = {"seed": d.seed, "min_steps": d.min_steps, "max_steps": d.max_steps}
+        train = load_problems(d.train_source, "train", n=d.n_train_prompts, path=d.train_path, **common)
+        held_out = load_problems(d.eval_source, "test", n=d.n_eval_problems, path=d.eval_path, **common)
+        _write_jsonl(tmp / "train.jsonl", train)
+        _write_jsonl(tmp / "eval.jsonl", held_out)
+        if profile.model.student == "tiny":
+            # A separate seed: the corpus the models learn from is not the prompt set itself.
+            corpus = load_problems("generated", "train", n=profile.model.pretrain_problems,
+                                   seed=d.seed + 1, min_steps=d.min_steps, max_steps=d.max_steps)
+            _write_jsonl(tmp / "pretrain.jsonl", corpus)
+
+    return cached_stage("problems", _problems_inputs(profile), build, run_root(profile))
+
+
+# --- stage 2: base models ----------------------------------------------------------
+
+
+def _base_inputs(profile: Profile) -> dict[str, Any]:
+    return {"v": STAGE_VERSIONS["base"], "problems": _problems_inputs(profile),
+            "model": profile.to_dict()["model"], "seed": profile.seed}
+
+
+def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: bool) -> float:
+    """Greedy (or temperature-1 sampled) accuracy of a saved model on problems."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data import is_correct
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(resolve_device(profile))
+    samples = sample_or_greedy(model, tokenizer, problems, profile, sampled)
+    return sum(is_correct(c, p["answer"]) for c, p in zip(samples, problems, strict=True)) / len(problems)
+
+
+def sample_or_greedy(model, tokenizer, problems: list[dict], profile: Profile, sampled: bool) -> list[str]:
+    """One completion per problem: sampled at the profile's temperature, or greedy."""
+    from .rollouts import prompts_for, sample_completions
+
+    prompts = prompts_for(problems, tokenizer)
+    temperature = profile.rollouts.temperature if sampled else 0.0
+    out = sample_completions(model, tokenizer, prompts, 1, temperature, 1.0, profile.rollouts.max_new_tokens,
+                             profile.rollouts.batch_size, seed=profile.seed, desc="score")
+    return [text for text, _ in out]
+
+
+def base_stage(profile: Profile) -> Path:
+    """The tiny student and teacher: tokenizer, pretraining, and accuracy along the way.
+
+    For hub models there is nothing to build; the folder only records the ids.
+    """
+    from .seeding import seed_everything
+
+    m = profile.model
+    problems_dir = problems_stage(profile)
+
+    def build(tmp: Path) -> None:
+        if m.student != "tiny":
+            atomic_write_json(tmp / "base.json", {"student": m.student, "teacher": m.teacher})
+            return
+        from .problems import problem_corpus
+        from .tiny_model import build_model, count_parameters, pretrain, save_model, train_tokenizer
+
+        corpus_rows = read_jsonl(problems_dir / "pretrain.jsonl")
+        seed_everything(profile.seed)
+        tokenizer = train_tokenizer(problem_corpus(corpus_rows), m.vocab_size)
+        texts = [p + c for p, c in _pretrain_texts(corpus_rows, tokenizer)]
+        device = resolve_device(profile)
+        same_run = m.teacher == "tiny" and m.teacher_hidden_size == m.hidden_size and m.teacher_steps > m.student_steps
+        runs = []
+        if same_run:
+            # One run yields both: the student is an early checkpoint, the teacher the end.
+            runs.append(("student+teacher", m.hidden_size, m.teacher_steps,
+                         {m.student_steps: tmp / "student", m.teacher_steps: tmp / "teacher"}))
+        else:
+            runs.append(("student", m.hidden_size, m.student_steps, {m.student_steps: tmp / "student"}))
+            if m.teacher == "tiny" and m.teacher_steps > 0:
+                runs.append(("teacher", m.teacher_hidden_size, m.teacher_steps, {m.teacher_steps: tmp / "teacher"}))
+        held_out = read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS]
+        logs, curves = {}, {}
+        for name, hidden, steps, ckpts in runs:
+            every = max(1, steps // max(1, m.accuracy_probes))
+            probes = {s: tmp / f"probe-{name}-{s}" for s in range(every, steps + 1, every) if s not in ckpts}
+            if m.accuracy_probes == 0:
+                probes = {}
+            model = build_model(m, len(tokenizer), hidden_size=hidden, seed=profile.seed)
+            log = pretrain(model, tokenizer, texts, steps, m.pretrain_batch, m.pretrain_lr, m.max_length,
+                           seed=profile.seed, device=device, checkpoints={**ckpts, **probes}, desc=f"pretrain {name}")
+            if steps == 0:
+                save_model(model, tokenizer, tmp / "student")
+            logs[name] = {"steps": log.steps, "loss": log.loss, "seconds": log.seconds, "tokens": log.tokens,
+                          "tokens_per_second": log.tokens_per_second, "parameters": count_parameters(model),
+                          "hidden_size": hidden}
+            # Accuracy along pretraining: how the student and the teacher checkpoints were chosen.
+            curves[name] = {}
+            for step, folder in sorted({**ckpts, **probes}.items()):
+                curves[name][str(step)] = {
+                    mode: _accuracy(folder, held_out, profile, sampled=mode == "sampled")
+                    for mode in ("greedy", "sampled")
+                }
+            for folder in probes.values():
+                shutil.rmtree(folder)
+        atomic_write_json(tmp / "pretrain_log.json", logs)
+        atomic_write_json(tmp / "accuracy_curve.json", curves)
+        atomic_write_json(tmp / "base.json", {"student_steps": m.student_steps, "teacher_steps": m.teacher_steps})
+
+    return cached_stage("base", _base_inputs(profile), build, run_root(profile))
+
+
+def _pretrain_texts(rows: list[dict], tokenizer) -> list[tuple[str, str]]:
+    """Pretraining sees exactly the prompt/completion format used later."""
+    from .prompting import build_completion, build_prompt
+
+    return [(build_prompt(r["question"], tokenizer), build_completion(r["solution"], tokenizer)) for r in rows]
+
+
+def student_dir(profile: Profile) -> str:
+    """Path (tiny) or hub id (paper) of the student model."""
+    folder = base_stage(profile)
+    return str(folder / "student") if profile.model.student == "tiny" else profile.model.student
+
+
+def teacher_ref(profile: Profile) -> str:
+    """Path, hub id, or oracle spec of the teacher."""
+    folder = base_stage(profile)
+    if profile.model.teacher == "tiny":
+        return str(folder / "teacher")
+    return profile.model.teacher
+
+
+# --- stage 3: rollouts -------------------------------------------------------------
+
+
+def _rollout_inputs(profile: Profile) -> dict[str, Any]:
+    rollouts_file = profile.model.rollouts_file
+    file_key = stable_hash(Path(rollouts_file).read_bytes().hex()) if rollouts_file and Path(rollouts_file).exists() else None
+    return {"v": STAGE_VERSIONS["rollouts"], "base": _base_inputs(profile),
+            "rollouts": profile.to_dict()["rollouts"], "file": rollouts_file, "file_hash": file_key}
+
+
+def rollouts_stage(profile: Profile) -> Path:
+    """K graded teacher completions per training prompt, and their summary."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .rollouts import grade, oracle_completions, prompts_for, read_rollouts, sample_completions, summarize
+
+    r = profile.rollouts
+    problems = read_jsonl(problems_stage(profile) / "train.jsonl")
+    student = student_dir(profile)
+    teacher = teacher_ref(profile)
+
+    def build(tmp: Path) -> None:
+        tokenizer = AutoTokenizer.from_pretrained(student)
+        prompts = prompts_for(problems, tokenizer)
+        if profile.model.rollouts_file:
+            records = read_rollouts(profile.model.rollouts_file)
+        elif teacher.startswith("oracle:"):
+            samples = oracle_completions(problems, r.k, float(teacher.split(":", 1)[1]), profile.seed)
+            records = grade(problems, prompts, samples, r.k)
+        else:
+            from .seeding import seed_everything
+
+            seed_everything(profile.seed)
+            model = AutoModelForCausalLM.from_pretrained(teacher).to(resolve_device(profile))
+            samples = sample_completions(model, tokenizer, prompts, r.k, r.temperature, r.top_p,
+                                         r.max_new_tokens, r.batch_size, seed=profile.seed, desc="teacher rollouts")
+            records = grade(problems, prompts, samples, r.k)
+        from .rollouts import write_rollouts
+
+        write_rollouts(records, tmp / "rollouts.jsonl")
+        atomic_write_json(tmp / "summary.json", summarize(records))
+
+    return cached_stage("rollouts", _rollout_inputs(profile), build, run_root(profile))
+
+
+def load_summary(folder: Path) -> dict:
+    """The summary JSON of a rollouts stage."""
+    return read_json(folder / "summary.json")
+
+
+def profile_table(profile: Profile):
+    """The knobs a reader wants to see first, as a two-column table."""
+    import pandas as pd
+
+    m, d, r, lo, t = profile.model, profile.data, profile.rollouts, profile.lora, profile.train
+    rows = {
+        "student": m.student if m.student != "tiny" else f"tiny Qwen3 (hidden {m.hidden_size}, {m.num_layers} layers)",
+        "teacher": m.rollouts_file or (m.teacher if m.teacher != "tiny" else f"tiny Qwen3, {m.teacher_steps} steps"),
+        "prompts (train / eval)": f"{d.train_source} x {d.n_train_prompts} / {d.eval_source} x {d.n_eval_problems}",
+        "rollouts per prompt": f"K={r.k} at temperature {r.temperature}",
+        "LoRA": f"r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.targets)}",
+        "learning rate": f"{t.lr:g} (DPO {t.lr_for('dpo'):g}), {t.scheduler}, warmup {t.warmup_ratio:.0%}",
+        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}",
+        "seed / dtype": f"{profile.seed} / {'bf16' if t.bf16 else m.dtype}",
+    }
+    return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")

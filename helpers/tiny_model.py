@@ -1,0 +1,171 @@
+"""The tiny base models: a byte-level BPE tokenizer and Qwen3-architecture models of ~1M parameters.
+
+Pretrained from scratch on generated word problems so that the CPU book has a student
+whose own answers are partly right, and a stronger teacher to write the rollouts, as
+in the study (a strong teacher distilled into a smaller student).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen3Config
+
+from .profiles import ModelConfig
+from .seeding import seed_everything, torch_generator
+
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on the problem corpus (GPT-2 style, no unknown tokens)."""
+    if not texts:
+        raise ValueError("cannot train a tokenizer on an empty corpus")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token=EOS, pad_token=PAD, bos_token=None, padding_side="right"
+    )
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, hidden_size: int | None = None, seed: int = 0):
+    """A randomly initialised Qwen3 causal LM with the profile's tiny architecture."""
+    hidden = hidden_size or cfg.hidden_size
+    config = Qwen3Config(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=cfg.intermediate_size * hidden // cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_length,
+        tie_word_embeddings=True,
+        rope_theta=10000.0,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    seed_everything(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+@dataclass
+class PretrainLog:
+    """What pretraining did: the loss curve and its throughput."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / max(self.seconds, 1e-9)
+
+
+def _encode_corpus(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    eos = tokenizer.eos_token_id
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [seq[: max_length - 1] + [eos] for seq in ids]
+
+
+def pretrain(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerFast,
+    texts: Sequence[str],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    max_length: int,
+    seed: int,
+    device: str = "cpu",
+    checkpoints: dict[int, Path] | None = None,
+    desc: str = "pretrain",
+) -> PretrainLog:
+    """Next-token pretraining on full problem texts (AdamW, warmup then cosine decay).
+
+    `checkpoints` maps a step to a folder where the model and tokenizer are saved when
+    that step is reached, so one run can yield both a weaker and a stronger model.
+    """
+    log = PretrainLog()
+    if steps <= 0:
+        return log
+    data = _encode_corpus(tokenizer, texts, max_length)
+    pad = tokenizer.pad_token_id
+    gen = torch_generator(seed)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    checkpoints = dict(checkpoints or {})
+    start = time.perf_counter()
+    bar = tqdm(range(1, steps + 1), desc=desc, leave=False)
+    for step in bar:
+        idx = torch.randint(len(data), (batch_size,), generator=gen).tolist()
+        batch = [data[i] for i in idx]
+        width = max(len(s) for s in batch)
+        input_ids = torch.full((batch_size, width), pad, dtype=torch.long)
+        mask = torch.zeros((batch_size, width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        labels = input_ids.masked_fill(mask == 0, -100)
+        out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        log.tokens += int(mask.sum())
+        if step % 10 == 0 or step == steps:
+            log.steps.append(step)
+            log.loss.append(out.loss.item())
+            bar.set_postfix(loss=f"{log.loss[-1]:.3f}")
+        if step in checkpoints:
+            save_model(model, tokenizer, checkpoints[step])
+    log.seconds = time.perf_counter() - start
+    model.eval()
+    return log
+
+
+def save_model(model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Path:
+    """Save model and tokenizer so that AutoModelForCausalLM / AutoTokenizer reload them."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
