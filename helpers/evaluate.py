@@ -383,9 +383,12 @@ def load_eval_set(
 
 
 def compare_methods(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Accuracies and the pairwise exact McNemar (raw and Holm) of evaluated methods.
+    """Accuracies and pairwise exact McNemar (raw and Holm) of evaluated methods.
 
     Rows are matched by problem id, so every method must have been graded on the same set.
+    The output is the `evaluation` block helpers.findings reads: accuracy[method],
+    ci[method] = [low, high], mcnemar_p["a-b"], mcnemar_p_holm["a-b"], plus the full
+    matrix (b/c counts) under `mcnemar` and each method's summary under `summary`.
     """
     if len(results) < 2:
         raise EvaluationError(f"compare_methods needs at least two results, got {list(results)}")
@@ -399,4 +402,12 @@ def compare_methods(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             raise EvaluationError(f"{name!r} was graded on other problems than {next(iter(results))!r}")
         correct[name] = [by_id[i] for i in ids]
     matrix = mcnemar_matrix(correct)
-    return {"accuracy": {m: dict(r["summary"]) for m, r in results.items()}, "mcnemar": matrix}
+    summaries = {m: dict(r["summary"]) for m, r in results.items()}
+    return {
+        "accuracy": {m: s["accuracy"] for m, s in summaries.items()},
+        "ci": {m: [s["ci_low"], s["ci_high"]] for m, s in summaries.items()},
+        "mcnemar_p": {f"{p['a']}-{p['b']}": p["p"] for p in matrix["pairs"]},
+        "mcnemar_p_holm": {f"{p['a']}-{p['b']}": p["p_holm"] for p in matrix["pairs"]},
+        "mcnemar": matrix,
+        "summary": summaries,
+    }

@@ -15,6 +15,7 @@ where ordered. Keys read:
   cka.last_layer[pair]                         CKA of last-layer hidden states
   evaluation.accuracy[method]                  fraction correct (reported only)
   evaluation.mcnemar_p[pair]                   raw exact McNemar p
+                                               (helpers.evaluate.compare_methods writes this block)
 
 Noise floors (optional, reported and used where present): global_cosine["sft-sft_order"]
 (same loss and init, another data order), global_cosine["sft-sft_seed"] (another LoRA
@@ -151,8 +152,8 @@ def _claim_i(r: _Reader, study) -> dict[str, Any]:
             ),
             _check(f"min McNemar p within SFT/RFT/RIFT >= {MCNEMAR_ALPHA}", min_p, min_p >= MCNEMAR_ALPHA),
         ]
-        if order is not None:
-            notes.append(f"an SFT rerun with another data order has cosine {order:.3f} to SFT (noise floor)")
+    if order is not None:
+        notes.append(f"an SFT rerun with another data order has cosine {order:.3f} to SFT (noise floor)")
     if seed is not None:
         notes.append(
             f"SFT from another LoRA init has cosine {seed:.3f} (study 0.07-0.36): the shared init matters"

@@ -273,8 +273,10 @@ def test_compare_methods_and_reexport():
     b = [False] * 6 + [True] * 2
     # Rows in another order must still be matched by id.
     out = ev.compare_methods({"sft": result(ids, a), "dpo": result(ids[::-1], b[::-1])})
-    assert out["accuracy"]["sft"]["accuracy"] == 0.75
+    assert out["accuracy"] == {"sft": 0.75, "dpo": 0.25}
+    assert out["ci"]["sft"] == pytest.approx(list(stats.wilson_interval(6, 8)))
     assert (out["mcnemar"]["b"]["sft"]["dpo"], out["mcnemar"]["c"]["sft"]["dpo"]) == (6, 2)
-    assert out["mcnemar"]["p"]["sft"]["dpo"] == pytest.approx(stats.mcnemar(a, b)[2])
+    assert out["mcnemar_p"] == {"sft-dpo": pytest.approx(stats.mcnemar(a, b)[2])}
+    assert out["mcnemar_p_holm"]["sft-dpo"] == out["mcnemar_p"]["sft-dpo"]  # one pair: nothing to correct
     with pytest.raises(ev.EvaluationError, match="other problems"):
         ev.compare_methods({"sft": result(ids, a), "dpo": result(ids[:4], b[:4])})
