@@ -332,6 +332,51 @@ def evaluate_claims(ours: Mapping[str, Any], study: Mapping[str, Any] | None = N
     return [claim(_Reader(ours), study) for claim in (_claim_i, _claim_ii, _claim_iii, _claim_iv)]
 
 
+def geometry_block(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `geometry` block of `ours` from helpers.geometry.pairwise_report.
+
+    In the report's pair (a, b), `orth_frac` is b's share outside a's subspace, so it is
+    stored under "b-a" and `orth_frac_rev` under "a-b".
+    """
+    block: dict[str, dict[str, Any]] = {
+        k: {}
+        for k in (
+            "global_cosine", "cosine_by_layer", "median_smallest_angle", "median_largest_angle",
+            "orthogonal_fraction", "orthogonal_fraction_by_layer",
+        )
+    }  # fmt: skip
+    for e in report["pairs"]:
+        pair, rev = f"{e['a']}-{e['b']}", f"{e['b']}-{e['a']}"
+        block["global_cosine"][pair] = e["global_cosine"]
+        block["cosine_by_layer"][pair] = e["cosine_by_layer"]
+        block["median_smallest_angle"][pair] = e["angle_min_median"]
+        block["median_largest_angle"][pair] = e["angle_max_median"]
+        block["orthogonal_fraction"][rev] = e["orth_frac"]
+        block["orthogonal_fraction"][pair] = e["orth_frac_rev"]
+        block["orthogonal_fraction_by_layer"][rev] = e["orth_frac_by_layer"]
+        block["orthogonal_fraction_by_layer"][pair] = e["orth_frac_rev_by_layer"]
+    return block
+
+
+def connectivity_block(curves: Mapping[str, Mapping[str, Any]], measure: str = "answer_ce") -> dict[str, Any]:
+    """The `connectivity` block from {"a-b": helpers.connectivity.path_losses(...)}.
+
+    The barrier is taken on the study's measure (answer cross-entropy) unless told otherwise.
+    """
+    from .connectivity import barrier
+
+    return {
+        "barrier": {pair: barrier(c["ts"], c[measure]) for pair, c in curves.items()},
+        "measure": measure,
+        "curves": {pair: dict(c) for pair, c in curves.items()},
+    }
+
+
+def cka_block(by_layer: Mapping[str, Any]) -> dict[str, Any]:
+    """The `cka` block from {"a-b": helpers.cka.cka_by_layer(...)} (layers in order, last = output side)."""
+    return {"last_layer": {p: float(v[-1]) for p, v in by_layer.items()}, "by_layer": dict(by_layer)}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())

@@ -282,3 +282,64 @@ def test_findings_table():
     assert "missing: " in table["ours"][3] and "cka.last_layer[grpo-dpo]" in table["ours"][3]
     assert "0.977" in table["study"][0]
     assert list(fd.findings_table(GOOD)["verdict"]) == [fd.HOLDS] * 4  # ours directly
+
+
+# --- from the analysis modules' outputs to `ours` ----------------------------------------------
+
+
+def test_geometry_block_from_pairwise_report():
+    import torch
+
+    from helpers.deltas import LowRankDelta
+    from helpers.geometry import global_cosine, pairwise_report
+
+    torch.manual_seed(0)
+    sft, grpo = {}, {}
+    for layer in range(2):
+        name = f"model.layers.{layer}.self_attn.q_proj"
+        B, A = torch.randn(12, 4, dtype=torch.float64), torch.randn(4, 10, dtype=torch.float64)
+        sft[name] = LowRankDelta(B, A, 2.0, module=name, layer=layer, projection="q_proj")
+        # GRPO's update lies inside SFT's column space: none of it is orthogonal to SFT.
+        B_in, A_in = B[:, :1].clone(), torch.randn(1, 10, dtype=torch.float64)
+        grpo[name] = LowRankDelta(B_in, A_in, 2.0, module=name, layer=layer, projection="q_proj")
+    block = fd.geometry_block(pairwise_report({"sft": sft, "grpo": grpo}, k=2, progress=False))
+    assert block["orthogonal_fraction"]["grpo-sft"] == pytest.approx(0.0, abs=1e-6)
+    assert block["orthogonal_fraction"]["sft-grpo"] > 0.3  # SFT's rank-4 update is not inside rank 1
+    assert block["orthogonal_fraction_by_layer"]["grpo-sft"] == pytest.approx([0.0, 0.0], abs=1e-6)
+    assert block["global_cosine"]["sft-grpo"] == pytest.approx(global_cosine(sft, grpo))
+    assert set(block["median_smallest_angle"]) == {"sft-grpo"}
+    # The claims logic finds these numbers: (iii) now lacks only the barrier and fails on 0.0.
+    third = fd.evaluate_claims({"geometry": block})[2]
+    assert third["missing"] == ["connectivity.barrier[sft-grpo]"]
+    third = fd.evaluate_claims({"geometry": block, "connectivity": {"barrier": {"grpo-sft": 0.0}}})[2]
+    assert third["verdict"] == fd.FAILS and third["ours"]["orthogonal fraction grpo-sft"] < 1e-6
+
+
+def test_connectivity_and_cka_blocks():
+    curves = {
+        "sft-grpo": {"ts": [0.0, 0.5, 1.0], "answer_ce": [2.0, 3.5, 3.0], "solution_nll": [1.0, 1.0, 1.0]}
+    }
+    block = fd.connectivity_block(curves)
+    assert block["barrier"] == {"sft-grpo": pytest.approx(1.0)}  # 3.5 above the chord's 2.5
+    assert fd.connectivity_block(curves, measure="solution_nll")["barrier"]["sft-grpo"] == 0.0
+    cka = fd.cka_block({"grpo-dpo": [0.9, 0.5, 0.45]})
+    assert cka["last_layer"] == {"grpo-dpo": 0.45} and cka["by_layer"]["grpo-dpo"][0] == 0.9
+
+
+def test_evaluation_block_from_compare_methods():
+    from helpers.evaluate import compare_methods, summarize
+
+    def result(correct):
+        rows = [{"id": f"p{i}", "correct": c} for i, c in enumerate(correct)]
+        return {"rows": rows, "summary": summarize(rows)}
+
+    same = [True, False] * 10
+    ours = copy.deepcopy(GOOD)
+    ours["evaluation"] = compare_methods({m: result(same) for m in ("sft", "rft", "rift")})
+    first = fd.evaluate_claims(ours)[0]
+    assert first["verdict"] == fd.HOLDS and first["ours"]["mcnemar p rft-rift"] == 1.0
+    assert first["ours"]["accuracy sft"] == 0.5
+    ours["evaluation"] = compare_methods(
+        {"sft": result(same), "rft": result([True] * 20), "rift": result(same)}
+    )
+    assert fd.evaluate_claims(ours)[0]["verdict"] == fd.FAILS  # 10 discordant pairs, all one way
