@@ -1,0 +1,196 @@
+"""The transformers Trainer that trains every offline method: tokenise, pad, dispatch to LOSSES.
+
+One `MethodTrainer` for all methods (the Trainer supplies AdamW, the schedule,
+clipping, gradient accumulation, DDP under `accelerate launch` and the progress
+bar); only `compute_loss` differs from the stock Trainer, and it only differs by the
+entry of `helpers.losses.LOSSES` it calls.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import Trainer
+
+from helpers import losses
+from helpers.cache import atomic_write_json
+from helpers.logps import token_logps
+from helpers.prompting import tokenize_pair
+
+FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good adapter was kept."""
+
+
+def tokenize_dataset(ds: Dataset, tokenizer: Any, method: str, max_length: int) -> Dataset:
+    """Token ids and completion masks through helpers.prompting.tokenize_pair (the one prompt format)."""
+
+    def encode(row: dict) -> dict:
+        if method == "dpo":
+            chosen = tokenize_pair(tokenizer, row["prompt"], row["chosen"], max_length)
+            rejected = tokenize_pair(tokenizer, row["prompt"], row["rejected"], max_length)
+            return {
+                "chosen_input_ids": chosen["input_ids"],
+                "chosen_completion_mask": chosen["completion_mask"],
+                "rejected_input_ids": rejected["input_ids"],
+                "rejected_completion_mask": rejected["completion_mask"],
+            }
+        return tokenize_pair(tokenizer, row["prompt"], row["completion"], max_length)
+
+    return ds.map(encode, desc=f"Tokenising {method}")
+
+
+class MethodCollator:
+    """Right padding; DPO rows become [all chosen; all rejected] as TRL lays them out."""
+
+    def __init__(self, pad_token_id: int, dpo: bool = False):
+        self.pad_token_id = pad_token_id
+        self.dpo = dpo
+
+    def _pad(self, seqs: Sequence[list[int]], masks: Sequence[list[int]]) -> dict[str, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        completion_mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (seq, mask) in enumerate(zip(seqs, masks, strict=True)):
+            input_ids[i, : len(seq)] = torch.tensor(seq)
+            attention_mask[i, : len(seq)] = 1
+            completion_mask[i, : len(seq)] = torch.tensor(mask)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.dpo:
+            seqs = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
+            masks = [r["chosen_completion_mask"] for r in rows] + [
+                r["rejected_completion_mask"] for r in rows
+            ]
+        else:
+            seqs = [r["input_ids"] for r in rows]
+            masks = [r["completion_mask"] for r in rows]
+        batch = self._pad(seqs, masks)
+        for name in FLOAT_COLUMNS:
+            if name in rows[0]:
+                batch[name] = torch.tensor([float(r[name]) for r in rows], dtype=torch.float32)
+        return batch
+
+
+@torch.no_grad()
+def reference_logps(
+    model: torch.nn.Module, ds: Dataset, collator: MethodCollator, batch_size: int, device: torch.device | str
+) -> dict[str, list[float]]:
+    """Sequence-summed completion log-probs of chosen and rejected under the base (adapters disabled)."""
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    chosen: list[float] = []
+    rejected: list[float] = []
+    with model.disable_adapter():
+        for start in tqdm(range(0, len(ds), batch_size), desc="Reference log-probs (adapter off)"):
+            batch = collator([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logps = token_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+            sums = (logps.float() * batch["completion_mask"][:, 1:]).sum(dim=1).cpu()
+            c, r = sums.chunk(2)
+            chosen += c.tolist()
+            rejected += r.tolist()
+    model.train(was_training)
+    return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
+
+
+class MethodTrainer(Trainer):
+    """A Trainer whose loss is `helpers.losses.LOSSES[method]` on token log-probs.
+
+    Stops with TrainingDiverged at the first non-finite loss (on any process), after
+    saving the adapter as it was before that step to `last_good_dir`.
+    """
+
+    def __init__(
+        self, *args: Any, method: str, hparams: dict[str, float], last_good_dir: Path, **kwargs: Any
+    ):
+        super().__init__(*args, **kwargs)
+        if method not in losses.LOSSES:
+            raise ValueError(f"unknown method {method!r}; expected one of {', '.join(losses.LOSSES)}")
+        self.method = method
+        self.hparams = hparams
+        self.last_good_dir = Path(last_good_dir)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self.rows_seen = 0  # training rows (DPO: pairs) this process has computed a loss on
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        logps = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
+        mask = inputs["completion_mask"][:, 1:]
+        columns = {name: inputs.get(name) for name in losses.LOSS_COLUMNS[self.method]}
+        # looked up at call time so a test can swap a loss in the registry
+        loss, metrics = losses.LOSSES[self.method](logps.float(), mask, **columns, **self.hparams)
+        self.rows_seen += inputs["input_ids"].shape[0] // (2 if self.method == "dpo" else 1)
+        for key, value in metrics.items():
+            self._metrics[key].append(float(value))
+        return (loss, {"logps": logps}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The optimiser has not stepped yet, so the weights are still the last good ones.
+        bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=loss.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            step = self.state.global_step + 1
+            self._save_last_good()
+            raise TrainingDiverged(
+                f"{self.method}: non-finite loss ({loss.item()}) at step {step}; the adapter before that step is "
+                f"in {self.last_good_dir}"
+            )
+        return loss
+
+    def total_rows_seen(self) -> int:
+        """Rows seen by all processes together."""
+        seen = torch.tensor([self.rows_seen], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            seen = self.accelerator.reduce(seen, reduction="sum")
+        return int(seen.item())
+
+    def _save_last_good(self) -> None:
+        """Write the current adapter and the log so far to last_good_dir (main process, atomic rename)."""
+        if self.accelerator.is_main_process:
+            tmp = self.last_good_dir.with_name(f".{self.last_good_dir.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
+            atomic_write_json(tmp / "training_log.json", training_log(self.state.log_history))
+            shutil.rmtree(self.last_good_dir, ignore_errors=True)
+            os.replace(tmp, self.last_good_dir)
+        self.accelerator.wait_for_everyone()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the loss's metrics, averaged over the logging window and over processes."""
+        if self._metrics:
+            keys = sorted(self._metrics)
+            local = torch.tensor([sum(self._metrics[k]) / len(self._metrics[k]) for k in keys])
+            local = local.to(self.accelerator.device)
+            if self.accelerator.num_processes > 1:
+                local = self.accelerator.reduce(local, reduction="mean")
+            logs.update(dict(zip(keys, local.tolist(), strict=True)))
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+
+def training_log(log_history: list[dict]) -> list[dict]:
+    """The per-step entries of a Trainer's log history (loss, grad_norm, lr and the loss's metrics)."""
+    rows = []
+    for entry in log_history:
+        if "loss" not in entry:
+            continue
+        row = dict(entry)
+        if "learning_rate" in row:
+            row["lr"] = row.pop("learning_rate")
+        rows.append(row)
+    return rows
