@@ -76,9 +76,8 @@ def make_lora_init(
     meta |= {"targets": list(profile.lora.targets), "base": str(base_dir)}
     if (out_dir / "adapter_config.json").exists():
         old = read_json(out_dir / "init_meta.json") if (out_dir / "init_meta.json").exists() else None
-        if old is not None and {k: old.get(k) for k in meta if k != "base"} != {
-            k: meta[k] for k in meta if k != "base"
-        }:
+        settings = {k: v for k, v in meta.items() if k != "base"}
+        if old is not None and {k: old.get(k) for k in settings} != settings:
             raise TrainConfigError(
                 f"{out_dir} holds a LoRA init made with {old}, not {meta}; pass another --init"
             )
