@@ -134,6 +134,18 @@ def _vllm_rank(adapter_dirs: Sequence[str | os.PathLike]) -> int:
     return next((r for r in VLLM_LORA_RANKS if r >= need), need)
 
 
+def _vllm_engine(
+    model_dir: str | os.PathLike, adapter_dirs: Sequence[Any], max_len: int, dtype: str = "auto"
+):
+    """A vLLM engine for one base; the context is capped at what evaluation needs, so the
+    KV cache is not sized for the model's full context (262k tokens for Qwen3-4B-2507)."""
+    from vllm import LLM
+
+    adapters = [a for a in adapter_dirs if a is not None]
+    lora = {"enable_lora": True, "max_lora_rank": _vllm_rank(adapters)} if adapters else {}
+    return LLM(model=str(model_dir), dtype=dtype, seed=0, max_model_len=max_len, **lora)
+
+
 def _generate_vllm(
     model: Any,
     tokenizer: Any,
@@ -147,12 +159,11 @@ def _generate_vllm(
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     llm = model
     if not isinstance(llm, LLM):
-        kwargs = {"enable_lora": True, "max_lora_rank": _vllm_rank([lora_dir])} if lora_dir else {}
-        llm = LLM(model=str(model), dtype="auto", seed=0, **kwargs)
+        llm = _vllm_engine(model, [lora_dir], max(map(len, ids)) + max_new_tokens)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, skip_special_tokens=True)
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     request = LoRARequest(f"adapter-{lora_id}", lora_id, str(lora_dir)) if lora_dir else None
     outputs = llm.generate(
         [{"prompt_token_ids": x} for x in ids], params, lora_request=request, use_tqdm=progress
@@ -285,11 +296,9 @@ def evaluate_adapters(
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     results: dict[str, dict[str, Any]] = {}
     if _resolve_backend(backend, str(base_dir)) == "vllm":
-        from vllm import LLM
-
-        adapters = [a for a in adapter_dirs.values() if a is not None]
-        lora = {"enable_lora": True, "max_lora_rank": _vllm_rank(adapters)} if adapters else {}
-        llm = LLM(model=str(base_dir), dtype=dtype, seed=0, **lora)
+        prompts = [build_prompt(p["question"], tokenizer) for p in problems]
+        longest = max(len(x) for x in tokenizer(prompts, add_special_tokens=False)["input_ids"])
+        llm = _vllm_engine(base_dir, list(adapter_dirs.values()), longest + max_new_tokens, dtype)
         for i, (name, adapter) in enumerate(adapter_dirs.items(), start=1):
             results[name] = evaluate_model(
                 llm,

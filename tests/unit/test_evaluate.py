@@ -280,3 +280,55 @@ def test_compare_methods_and_reexport():
     assert out["mcnemar_p_holm"]["sft-dpo"] == out["mcnemar_p"]["sft-dpo"]  # one pair: nothing to correct
     with pytest.raises(ev.EvaluationError, match="other problems"):
         ev.compare_methods({"sft": result(ids, a), "dpo": result(ids[:4], b[:4])})
+
+
+def test_vllm_path_with_a_stand_in_engine(tmp_path, tokenizer, monkeypatch):
+    """The vLLM route's plumbing (engine options, LoRA requests, greedy params, our token ids),
+    checked against a stand-in `vllm` module, since vLLM needs a GPU."""
+    import sys
+    import types
+
+    calls = []
+
+    class LLM:
+        def __init__(self, model, **kwargs):
+            self.model, self.kwargs = model, kwargs
+            calls.append(("init", model, kwargs))
+
+        def generate(self, prompts, params, lora_request=None, use_tqdm=True):
+            calls.append(("generate", prompts, params, lora_request))
+            # Echo the prompt length as the answer, so order and token ids can be checked.
+            return [
+                types.SimpleNamespace(
+                    outputs=[types.SimpleNamespace(text=f"#### {len(p['prompt_token_ids'])}")]
+                )
+                for p in prompts
+            ]
+
+    vllm = types.ModuleType("vllm")
+    vllm.LLM = LLM
+    vllm.SamplingParams = lambda **kwargs: kwargs
+    lora = types.ModuleType("vllm.lora.request")
+    lora.LoRARequest = lambda name, lora_id, path: (name, lora_id, path)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.lora", types.ModuleType("vllm.lora"))
+    monkeypatch.setitem(sys.modules, "vllm.lora.request", lora)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    base_dir, adapter = tmp_path / "base", tmp_path / "adapter"
+    tokenizer.save_pretrained(base_dir)
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 8}))
+    problems = load_problems("generated", "test", n=3, seed=1)
+    results = ev.evaluate_adapters(base_dir, {"base": None, "lora": adapter}, problems, 7, 2, progress=False)
+
+    ids = [tokenizer(build_prompt(p["question"]), add_special_tokens=False)["input_ids"] for p in problems]
+    (_, model, options), first, second = calls
+    assert model == str(base_dir)
+    assert options["enable_lora"] and options["max_lora_rank"] == 8  # r=4 rounds up to a vLLM slot
+    assert options["max_model_len"] == max(map(len, ids)) + 7
+    assert first[1] == [{"prompt_token_ids": x} for x in ids]
+    assert first[2]["temperature"] == 0.0 and first[2]["max_tokens"] == 7
+    assert first[3] is None and second[3] == ("adapter-2", 2, str(adapter))
+    assert [r["completion"] for r in results["lora"]["rows"]] == [f"#### {len(x)}" for x in ids]
+    assert results["lora"]["config"]["adapter_dir"] == str(adapter)
