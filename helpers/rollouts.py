@@ -40,10 +40,12 @@ def sample_completions(
     batch_size: int,
     seed: int,
     desc: str = "rollouts",
-) -> list[tuple[str, float]]:
+    return_ids: bool = False,
+) -> list[tuple]:
     """K samples per prompt with HF generate; returns (completion, sampling logp) in prompt-major order.
 
     temperature 0 means greedy decoding (the logp is then that of the untempered model).
+    With `return_ids`, each tuple also holds the sampled token ids up to and including EOS.
 
     Each batch is seeded from `seed` and its index, so the samples do not depend on
     what ran before. The logp is that of the tempered sampling distribution.
@@ -74,7 +76,9 @@ def sample_completions(
         alive = (eos_seen == 0) | ((eos_seen == 1) & (new == tokenizer.eos_token_id))
         logps = (token_logps.masked_fill(~alive, 0.0)).sum(1)
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        out.extend((t, float(lp)) for t, lp in zip(texts, logps, strict=True))
+        for row, (text, logp) in enumerate(zip(texts, logps, strict=True)):
+            ids = new[row][alive[row]].tolist()
+            out.append((text, float(logp), ids) if return_ids else (text, float(logp)))
     tokenizer.padding_side = "right"
     return out
 

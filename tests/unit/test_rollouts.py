@@ -1,0 +1,98 @@
+"""Rollouts: sampling is seeded and its log-probabilities are right; grading; bad files fail clearly."""
+
+import json
+
+import pytest
+import torch
+
+from helpers.problems import generate_problems, problem_corpus
+from helpers.profiles import load_profile
+from helpers.prompting import build_prompt
+from helpers.rollouts import (
+    RolloutError,
+    grade,
+    oracle_completions,
+    prompts_for,
+    read_rollouts,
+    sample_completions,
+    summarize,
+    write_rollouts,
+)
+from helpers.tiny_model import build_model, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    problems = generate_problems(6, seed=5)
+    tok = train_tokenizer(problem_corpus(generate_problems(100, seed=1)), vocab_size=300)
+    model = build_model(load_profile("smoke").model, len(tok), seed=0).eval()
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return problems, tok, model
+
+
+def test_sampling_is_seeded_and_logps_match_teacher_forcing(tiny):
+    problems, tok, model = tiny
+    prompts = prompts_for(problems[:2], tok)
+    a = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
+                           batch_size=4, seed=7)
+    b = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
+                           batch_size=4, seed=7)
+    assert a == b and len(a) == 6
+    # The stored logp is the model's own log-probability of the sampled tokens, padding or not.
+    samples = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
+                                 batch_size=4, seed=7, return_ids=True)
+    for index in (0, 5):
+        _, logp, new_ids = samples[index]
+        prompt_ids = tok(prompts[index // 3], add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + new_ids])
+        with torch.no_grad():
+            logits = model(ids).logits.log_softmax(-1)[0, len(prompt_ids) - 1 : -1]
+        expected = logits.gather(-1, torch.tensor(new_ids)[:, None]).sum()
+        assert logp == pytest.approx(float(expected), abs=1e-3)
+
+
+def test_grading_and_summary_counts():
+    problems = generate_problems(3, seed=2)
+    prompts = [build_prompt(p["question"]) for p in problems]
+    wrong = "It is #### 100000"
+    samples = [(problems[0]["solution"], -1.0), (wrong, -2.0),  # mixed group: one pair
+               (problems[1]["solution"], -1.0), (problems[1]["solution"], -1.0),  # all right
+               (wrong, -3.0), (wrong, -3.0)]  # all wrong
+    records = grade(problems, prompts, samples, k=2)
+    assert [r["reward"] for r in records] == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    assert records[2]["prompt_id"] == 1 and records[2]["prompt"] == prompts[1]
+    s = summarize(records)
+    assert s["mixed_groups"] == 1 and s["dpo_pairs"] == 1
+    assert s["reward_mean"] == pytest.approx(0.5)
+    assert s["correct_per_group"] == {"0": 1, "1": 1, "2": 1}
+    assert s["all_correct_share"] == pytest.approx(1 / 3)
+
+
+def test_oracle_teacher_is_wrong_at_its_rate():
+    problems = generate_problems(200, seed=4)
+    samples = oracle_completions(problems, k=4, error_rate=0.3, seed=0)
+    records = grade(problems, [""] * len(problems), samples, k=4)
+    wrong = 1 - summarize(records)["reward_mean"]
+    assert 0.22 < wrong < 0.38
+    assert all(r["completion"].rstrip().split("\n")[-1].startswith("####") for r in records)
+
+
+def test_rollouts_file_round_trip_and_errors(tmp_path):
+    records = [{"prompt_id": 0, "prompt": "p", "completion": "#### 1", "reward": 1.0}]
+    path = write_rollouts(records, tmp_path / "r.jsonl")
+    assert read_rollouts(path)[0]["correct"] is True
+
+    no_reward = tmp_path / "no_reward.jsonl"
+    no_reward.write_text(json.dumps({"prompt_id": 0, "prompt": "p", "completion": "c"}) + "\n")
+    with pytest.raises(RolloutError, match=r"no_reward.jsonl:1: missing field\(s\) reward.*graded"):
+        read_rollouts(no_reward)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt_id": 0, "prompt": "p", "completion": "c", "reward": 1}\n{oops\n')
+    with pytest.raises(RolloutError, match="bad.jsonl:2: not valid JSON"):
+        read_rollouts(bad)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(RolloutError, match="no rollouts"):
+        read_rollouts(empty)
+    with pytest.raises(RolloutError, match="does not exist"):
+        read_rollouts(tmp_path / "missing.jsonl")
