@@ -1,8 +1,11 @@
-"""Test-wide settings: never reach the hub, keep runs in a temporary folder, one thread pool."""
+"""Test-wide settings: never reach the hub, and keep every run folder in a fresh temporary directory."""
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
-os.environ.setdefault("WSG_RUNS", os.path.join(os.path.dirname(__file__), "..", "_build", "test-runs"))
+# A fresh run root per session: tests never reuse stages built by older code. Notebook
+# kernels started by papermill inherit it.
+os.environ["WSG_RUNS"] = tempfile.mkdtemp(prefix="wsg-test-runs-")
