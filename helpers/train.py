@@ -236,7 +236,8 @@ def train_method(
     ds = tokenize_dataset(ds, tokenizer, method, profile.model.max_length)
     collator = MethodCollator(tokenizer.pad_token_id, dpo=method == "dpo")
     if method == "dpo":
-        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, out_dir.parent)
+        # cached next to the shared init (a stable folder), so DPO and dpo_samelr share one pass
+        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, init_dir.parent)
         for name, values in ref.items():
             ds = ds.add_column(name, values)
 
