@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,13 @@ def load_rollouts(source: str | Path | Sequence[dict] | Dataset) -> list[dict]:
     """Rollout records from a jsonl file (read with `datasets`), a Dataset or a list, checked field by field."""
     where = "rollouts"
     if isinstance(source, str | Path):
-        path = Path(source)
-        if not path.exists():
-            raise MethodDataError(f"rollouts file {path} does not exist")
-        where = str(path)
-        records = Dataset.from_json(str(path)).to_list()
+        from helpers.rollouts import RolloutError, read_rollouts
+
+        where = str(source)
+        try:
+            records = read_rollouts(source)  # names the file, line and field of a bad record
+        except RolloutError as err:
+            raise MethodDataError(str(err)) from None
     elif isinstance(source, Dataset):
         records = source.to_list()
     else:
@@ -158,18 +160,6 @@ def build_method_dataset(
 
 def rollout_summary(rollouts: str | Path | Sequence[dict] | Dataset) -> dict[str, Any]:
     """Reward mean, how many rollouts per group are correct, the share of mixed groups, DPO pairs."""
-    records = load_rollouts(rollouts)
-    groups = _groups(records)
-    n_correct = [sum(records[i]["reward"] > 0 for i in rows) for rows in groups.values()]
-    sizes = [len(rows) for rows in groups.values()]
-    mixed = sum(0 < c < s for c, s in zip(n_correct, sizes, strict=True))
-    return {
-        "n_rollouts": len(records),
-        "n_prompts": len(groups),
-        "reward_mean": sum(r["reward"] for r in records) / len(records),
-        "correct_per_group": dict(sorted(Counter(n_correct).items())),
-        "mixed_share": mixed / len(groups),
-        "all_correct_share": sum(c == s for c, s in zip(n_correct, sizes, strict=True)) / len(groups),
-        "all_wrong_share": sum(c == 0 for c in n_correct) / len(groups),
-        "dpo_pairs": sum(c * (s - c) for c, s in zip(n_correct, sizes, strict=True)),
-    }
+    from helpers.rollouts import summarize
+
+    return summarize(load_rollouts(rollouts))

@@ -17,7 +17,7 @@ from .cache import atomic_write_json, cached_stage, read_json, runs_root, stable
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
-STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1}
+STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1, "adapter": 1}
 CURVE_PROBLEMS = 64  # held-out problems per probe
 
 
@@ -262,3 +262,51 @@ def profile_table(profile: Profile):
         "seed / dtype": f"{profile.seed} / {'bf16' if t.bf16 else m.dtype}",
     }
     return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")
+
+
+# --- stage 4: one adapter per method and control -----------------------------------
+
+
+def _lora_inputs(profile: Profile) -> dict[str, Any]:
+    return {"base": _base_inputs(profile), "lora": profile.to_dict()["lora"]}
+
+
+def lora_init_dir(profile: Profile) -> Path:
+    """The one shared LoRA initialisation of this profile's student (built on first use)."""
+    return run_root(profile) / f"lora_init-{stable_hash(_lora_inputs(profile))}"
+
+
+def split_run_name(name: str) -> tuple[str, str | None]:
+    """`sft_order` -> ("sft", "sft_order"); a plain method -> (method, None)."""
+    from .train import CONTROLS
+
+    return (CONTROLS[name], name) if name in CONTROLS else (name, None)
+
+
+def run_names(profile: Profile) -> list[str]:
+    """Every adapter the profile trains: the methods, then the controls."""
+    return list(profile.train.methods) + list(profile.train.controls)
+
+
+def adapter_stage(profile: Profile, name: str) -> Path:
+    """Train one method or control from the shared init; returns the adapter folder."""
+    from .train import train_method
+
+    method, control = split_run_name(name)
+    rollouts = rollouts_stage(profile) / "rollouts.jsonl"
+    student = student_dir(profile)
+    inputs = {"v": STAGE_VERSIONS["adapter"], "rollouts": _rollout_inputs(profile), "lora": _lora_inputs(profile),
+              "train": profile.to_dict()["train"], "name": name}
+
+    def build(tmp: Path) -> None:
+        from .seeding import seed_everything
+
+        seed_everything(profile.train.seed)
+        train_method(profile, method, student, rollouts, tmp / "adapter", lora_init_dir(profile), control=control)
+
+    return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
+
+
+def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path]:
+    """Adapter folders of several runs, training the missing ones in order."""
+    return {name: adapter_stage(profile, name) for name in (names or run_names(profile))}

@@ -94,7 +94,7 @@ def test_unknown_method_and_bad_records(tmp_path) -> None:
         build_method_dataset(rows, "sft")
     path = tmp_path / "rollouts.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    with pytest.raises(MethodDataError, match="rollouts.jsonl: record 1"):
+    with pytest.raises(MethodDataError, match=r"rollouts.jsonl:2: missing field\(s\) reward"):
         build_method_dataset(path, "sft")
     with pytest.raises(MethodDataError, match="does not exist"):
         build_method_dataset(tmp_path / "missing.jsonl", "sft")
@@ -111,7 +111,7 @@ def test_rollout_summary_by_hand() -> None:
     summary = rollout_summary(make_rollouts(6, 4))  # correct per group: 0, 1, 2, 3, 4, 0
     assert summary["n_rollouts"] == 24 and summary["n_prompts"] == 6
     assert summary["reward_mean"] == pytest.approx(10 / 24)
-    assert summary["correct_per_group"] == {0: 2, 1: 1, 2: 1, 3: 1, 4: 1}
+    assert summary["correct_per_group"] == {"0": 2, "1": 1, "2": 1, "3": 1, "4": 1}
     assert summary["mixed_share"] == pytest.approx(3 / 6)
     assert summary["all_correct_share"] == pytest.approx(1 / 6)
     assert summary["dpo_pairs"] == 10
