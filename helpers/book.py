@@ -81,7 +81,7 @@ def assemble(executed: Path) -> Path:
 def render(src: Path) -> Path:
     """jupyter-book build with warnings as errors; the html lands in `_build/html`."""
     html = BUILD_DIR / "html"
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(src), "--path-output", str(src), "-W", "--keep-going"]
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(src), "-W", "--keep-going"]
     subprocess.run(cmd, check=True)
     if html.exists():
         shutil.rmtree(html)

@@ -17,7 +17,7 @@ from .cache import atomic_write_json, cached_stage, read_json, runs_root, stable
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
-STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1, "adapter": 1}
+STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1, "adapter": 1, "evaluation": 1}
 CURVE_PROBLEMS = 64  # held-out problems per probe
 
 
@@ -310,3 +310,26 @@ def adapter_stage(profile: Profile, name: str) -> Path:
 def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path]:
     """Adapter folders of several runs, training the missing ones in order."""
     return {name: adapter_stage(profile, name) for name in (names or run_names(profile))}
+
+
+# --- stage 5: evaluation -----------------------------------------------------------
+
+
+def evaluation_stage(profile: Profile, names: list[str] | None = None, source: str | None = None,
+                     path: str | None = None) -> dict[str, dict]:
+    """Greedy evaluation of the base and every run on the held-out set (or another jsonl), cached."""
+    from .evaluate import evaluate_adapters, load_eval_set
+
+    runs = adapters(profile, names)
+    a = profile.analysis
+    inputs = {"v": STAGE_VERSIONS["evaluation"], "runs": {n: str(p) for n, p in runs.items()},
+              "data": profile.to_dict()["data"], "source": source, "path": path,
+              "max_new_tokens": a.eval_max_new_tokens, "base": _base_inputs(profile)}
+
+    def build(tmp: Path) -> None:
+        problems = load_eval_set(profile, source=source, path=path)
+        evaluate_adapters(student_dir(profile), {"base": None, **runs}, problems, a.eval_max_new_tokens,
+                          a.eval_batch_size, out_dir=tmp, device=resolve_device(profile))
+
+    folder = cached_stage("evaluation", inputs, build, run_root(profile))
+    return {name: read_json(folder / f"{name}.json") for name in ["base", *runs]}

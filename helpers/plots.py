@@ -14,6 +14,7 @@ import seaborn as sns
 
 METHOD_ORDER = ["sft", "rft", "dft", "rift", "rift_paper", "grpo", "grpo_paper", "dpo"]
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("tab10", len(METHOD_ORDER)), strict=True))
+CONTROL_RUNS = ("sft_order", "sft_seed", "dpo_samelr", "online_grpo")
 
 
 def set_style() -> None:
@@ -93,4 +94,74 @@ def rollout_rewards(summary: dict, k: int) -> plt.Figure:
     axes[1].set(xlim=(0, 1), xlabel="share of prompts", title=f"{summary['dpo_pairs']} DPO pairs")
     for y, s in enumerate(shares):
         axes[1].text(s + 0.01, y, f"{s:.0%}", va="center")
+    return fig
+
+
+def color_of(run: str) -> tuple:
+    """One colour per method; controls take their method's colour."""
+    base = run.split("_")[0] if run not in PALETTE else run
+    return PALETTE.get(base, (0.4, 0.4, 0.4))
+
+
+def line_style(run: str) -> str:
+    """Controls are dashed, methods solid."""
+    return "--" if run in CONTROL_RUNS else "-"
+
+
+def loss_curves(logs: dict[str, list[dict]], key: str = "loss") -> plt.Figure:
+    """Training loss of every run, one small panel each (the losses live on different scales)."""
+    set_style()
+    n = len(logs)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, (name, log) in zip(axes.flat, logs.items(), strict=False):
+        ax.plot([e["step"] for e in log], [e[key] for e in log], color=color_of(name))
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supxlabel("step")
+    fig.supylabel(key)
+    fig.tight_layout()
+    return fig
+
+
+def lr_sweep(sweep: dict) -> plt.Figure:
+    """Held-out accuracy against peak learning rate, one line per swept method."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    base = None
+    for method, rows in sweep["methods"].items():
+        rows = sorted(rows, key=lambda r: r["lr"])
+        lrs = [r["lr"] for r in rows]
+        acc = [r["accuracy"] for r in rows]
+        err = [[a - r["ci_low"] for a, r in zip(acc, rows, strict=True)],
+               [r["ci_high"] - a for a, r in zip(acc, rows, strict=True)]]
+        ax.errorbar(lrs, acc, yerr=err, marker="o", capsize=3, label=method, color=color_of(method))
+        base = rows[0]["base_accuracy"]
+    if base is not None:
+        ax.axhline(base, ls="--", color="grey", lw=1)
+        ax.text(ax.get_xlim()[0], base, " base", va="bottom", color="grey", fontsize=9)
+    ax.set(xscale="log", xlabel="peak learning rate", ylabel="greedy accuracy (held out)", ylim=(0, 1),
+           title=f"learning-rate sweep ({sweep['n_eval']} problems, measured {sweep['measured']})")
+    ax.legend(frameon=False)
+    return fig
+
+
+def update_norms(table, by_layer) -> plt.Figure:
+    """Size of each run's update: global Frobenius norm, and its split over layers."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1, 1.4]})
+    runs = list(table.index)
+    axes[0].barh(runs, table["delta_norm"], color=[color_of(r) for r in runs])
+    axes[0].invert_yaxis()
+    axes[0].set(xscale="log", xlabel="||dW||_F over all modules (log)", title="update norm")
+    per_layer = by_layer.groupby(["run", "layer"])["norm"].apply(lambda x: float((x**2).sum() ** 0.5)).reset_index()
+    for run in runs:
+        part = per_layer[per_layer["run"] == run]
+        axes[1].plot(part["layer"], part["norm"], marker="o", ms=3, label=run, color=color_of(run),
+                     ls=line_style(run))
+    axes[1].set(yscale="log", xlabel="layer", ylabel="||dW||_F of the layer", title="by layer")
+    axes[1].legend(frameon=False, fontsize=8, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig

@@ -1,0 +1,75 @@
+"""Run the model-level comparisons over many trained runs: loss paths and CKA per layer.
+
+Both load the base model once and move its weights to base + dW (exactly restored
+afterwards) instead of loading a PEFT model per run, so a chapter costs one model load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .cka import cka_by_layer, hidden_states
+from .connectivity import barrier, merged, path_losses, ray_losses
+from .deltas import LowRankDelta
+
+Deltas = Mapping[str, LowRankDelta]
+
+
+def present_pairs(pairs: Sequence[str], runs: Sequence[str]) -> list[str]:
+    """The "a-b" pairs whose two runs exist in this profile (a profile may train fewer runs)."""
+    return [p for p in pairs if all(name in runs for name in p.split("-", 1))]
+
+
+def connectivity_report(
+    model: Any,
+    tokenizer: Any,
+    deltas: Mapping[str, Deltas],
+    pairs: Sequence[str],
+    problems: Sequence[Mapping[str, Any]],
+    points: int,
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> dict[str, Any]:
+    """Loss along base + (1 - t) dW_a + t dW_b for each pair, base + t dW for each run, and barriers."""
+    ts = list(np.linspace(0.0, 1.0, points))
+    paths = {}
+    for pair in tqdm(pairs, desc="paths"):
+        a, b = pair.split("-", 1)
+        paths[pair] = path_losses(model, tokenizer, deltas[a], deltas[b], problems, ts, batch_size, max_length)
+    rays = {name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length)
+            for name, d in tqdm(deltas.items(), desc="rays")}
+    barriers = {
+        measure: {pair: barrier(curve["ts"], curve[measure]) for pair, curve in paths.items()}
+        for measure in ("answer_ce", "solution_nll")
+    }
+    return {"ts": ts, "paths": paths, "rays": rays, "barrier": barriers}
+
+
+def representations(
+    model: Any,
+    tokenizer: Any,
+    deltas: Mapping[str, Deltas],
+    prompts: Sequence[str],
+    batch_size: int = 16,
+    pool: str = "mean",
+) -> dict[str, list[np.ndarray]]:
+    """Pooled hidden states per layer of the base model and of base + dW for every run."""
+    states = {"base": hidden_states(model, tokenizer, prompts, batch_size, pool)}
+    for name, d in tqdm(deltas.items(), desc="hidden states"):
+        with merged(model, [(d, 1.0)]):
+            states[name] = hidden_states(model, tokenizer, prompts, batch_size, pool)
+    return states
+
+
+def cka_report(states: Mapping[str, list[np.ndarray]], pairs: Sequence[str]) -> dict[str, Any]:
+    """Linear and debiased CKA per layer for each "a-b" pair of models (base included)."""
+    out: dict[str, Any] = {"linear": {}, "debiased": {}}
+    for pair in pairs:
+        a, b = pair.split("-", 1)
+        out["linear"][pair] = cka_by_layer(states[a], states[b])
+        out["debiased"][pair] = cka_by_layer(states[a], states[b], debiased=True)
+    return out

@@ -1,0 +1,165 @@
+"""The study's headline numbers beside ours: one row per quantity of data/study.yaml we measure.
+
+`results` is what `helpers.results.load_results(profile)` returns: the JSON of every
+chapter keyed by notebook name. A quantity we did not measure on this profile (a run
+that was not trained, an analysis not run) shows as "not measured", never as a guess.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .study import format_entry, load_study
+
+Value = float | list[float] | None
+CLUSTER = ("sft", "rft", "rift")
+
+
+class _Ours:
+    """Lookups into the chapters' JSON that return None when a number is missing."""
+
+    def __init__(self, results: Mapping[str, Any]):
+        self.r = results
+
+    def _get(self, chapter: str, *path: str) -> Any:
+        node: Any = self.r.get(chapter)
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                return None
+            node = node[key]
+        return node
+
+    def pair(self, chapter: str, section: str, table: str, a: str, b: str, ordered: bool = False) -> Any:
+        node = self._get(chapter, section, table) or {}
+        if f"{a}-{b}" in node:
+            return node[f"{a}-{b}"]
+        return None if ordered else node.get(f"{b}-{a}")
+
+    def cosine(self, a: str, b: str) -> Value:
+        return self.pair("03_delta_geometry", "geometry", "global_cosine", a, b)
+
+    def angle(self, which: str, a: str, b: str) -> Value:
+        return self.pair("03_delta_geometry", "geometry", f"median_{which}_angle", a, b)
+
+    def method(self, name: str, key: str) -> Value:
+        return self._get("03_delta_geometry", "per_method", name, key)
+
+    def pair_entry(self, a: str, b: str, key: str) -> Value:
+        for e in self._get("03_delta_geometry", "pairs") or []:
+            if {e["a"], e["b"]} == {a, b}:
+                return e.get(key)
+        return None
+
+    def orth(self, b: str, a: str, last: int | None = None) -> Value:
+        if last is None:
+            return self.pair("03_delta_geometry", "geometry", "orthogonal_fraction", b, a, ordered=True)
+        layers = self.pair("03_delta_geometry", "geometry", "orthogonal_fraction_by_layer", b, a, ordered=True)
+        return None if not layers else _span(layers[-last:])
+
+    def path(self, a: str, b: str) -> Value:
+        curve = self._get("04_mode_connectivity", "paths", f"{a}-{b}")
+        return None if curve is None else [curve["answer_ce"][0], curve["answer_ce"][-1]]
+
+    def cka(self, a: str, b: str, last_share: float | None = None) -> Value:
+        layers = self.pair("05_cka", "cka", "by_layer", a, b)
+        if not layers:
+            return None
+        if last_share is None:
+            return layers[-1]
+        return statistics.fmean(layers[-max(1, round(last_share * len(layers))):])
+
+    def accuracy(self, name: str) -> Value:
+        value = self._get("06_evaluation", "evaluation", "accuracy", name)
+        return None if value is None else 100 * value
+
+    def mcnemar(self, a: str, b: str) -> Value:
+        return self.pair("06_evaluation", "evaluation", "mcnemar_p", a, b)
+
+
+def _span(values: Sequence[Value]) -> Value:
+    """One number, or [min, max] of several; None if any is missing."""
+    if any(v is None for v in values) or not values:
+        return None
+    flat = [float(v) for v in values]  # type: ignore[arg-type]
+    return flat[0] if len(flat) == 1 else [min(flat), max(flat)]
+
+
+def _mean(values: Sequence[Value]) -> Value:
+    if not values or any(v is None for v in values):
+        return None
+    return statistics.fmean(float(v) for v in values)  # type: ignore[arg-type]
+
+
+def _ratio(a: Value, b: Value) -> Value:
+    return None if a is None or b is None or b == 0 else float(a) / float(b)
+
+
+def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
+    others = ("sft", "rft", "dft", "rift", "grpo")
+    return [
+        ("global_cosine.sft_rft", lambda: o.cosine("sft", "rft")),
+        ("global_cosine.sft_rift", lambda: o.cosine("sft", "rift")),
+        ("global_cosine.rft_rift", lambda: o.cosine("rft", "rift")),
+        ("global_cosine.dft_sft", lambda: o.cosine("dft", "sft")),
+        ("global_cosine.dft_rift", lambda: o.cosine("dft", "rift")),
+        ("global_cosine.grpo_sft_cluster", lambda: _mean([o.cosine("grpo", m) for m in CLUSTER])),
+        ("global_cosine.dpo_sft_cluster", lambda: _span([o.cosine("dpo", m) for m in CLUSTER])),
+        *[(f"smallest_angle.sft_{m}", lambda m=m: o.angle("smallest", "sft", m)) for m in
+          ("rft", "rift", "grpo", "dft", "dpo")],
+        *[(f"largest_angle.sft_{m}", lambda m=m: o.angle("largest", "sft", m)) for m in
+          ("rft", "rift", "grpo", "dft", "dpo")],
+        ("orthogonal_fraction.grpo_sft", lambda: o.orth("grpo", "sft")),
+        ("orthogonal_fraction.grpo_sft_last5", lambda: o.orth("grpo", "sft", last=5)),
+        ("effective_rank.sft_rft_dft_rift",
+         lambda: _mean([o.method(m, "effective_rank_mean") for m in ("sft", "rft", "dft", "rift")])),
+        ("effective_rank.grpo", lambda: o.method("grpo", "effective_rank_mean")),
+        ("effective_rank.dpo", lambda: o.method("dpo", "effective_rank_mean")),
+        ("norm.rft_to_rift", lambda: _span([o.method(m, "norm") for m in ("sft", "rft", "rift")])),
+        ("norm.dpo_smaller_by",
+         lambda: _ratio(_mean([o.method(m, "norm") for m in CLUSTER]), o.method("dpo", "norm"))),
+        ("top1_output.sft_cluster", lambda: _span([o.pair_entry(a, b, "top1_output_mean") for a, b in
+                                                   (("sft", "rft"), ("sft", "rift"), ("rft", "rift"))])),
+        ("top1_output.grpo", lambda: _span([o.pair_entry("grpo", m, "top1_output_mean") for m in CLUSTER])),
+        ("top1_output.dft", lambda: _span([o.pair_entry("dft", m, "top1_output_mean") for m in CLUSTER])),
+        ("top1_output.dpo", lambda: _mean([o.pair_entry("dpo", m, "top1_output_mean") for m in others])),
+        ("top1_input.dpo", lambda: _span([o.pair_entry("dpo", m, "top1_input_mean") for m in others])),
+        ("controls.seed_cosine", lambda: o.cosine("sft", "sft_seed")),
+        ("controls.online_grpo_cosine_sft", lambda: o.cosine("online_grpo", "sft")),
+        ("controls.online_grpo_orthogonal_fraction", lambda: o.orth("online_grpo", "sft")),
+        ("controls.online_grpo_norm", lambda: o.method("online_grpo", "norm")),
+        ("controls.sft_norm", lambda: o.method("sft", "norm")),
+        ("lmc_ce.grpo_rift", lambda: o.path("grpo", "rift")),
+        ("lmc_ce.sft_grpo", lambda: o.path("sft", "grpo")),
+        ("cka.sft_rift", lambda: o.cka("sft", "rift")),
+        ("cka.grpo_sft_rift_last_layer", lambda: _mean([o.cka("grpo", "sft"), o.cka("grpo", "rift")])),
+        ("cka.dpo_late_layers", lambda: _mean([o.cka("grpo", "dpo", 11 / 36), o.cka("dft", "dpo", 11 / 36)])),
+        ("gsm8k.five", lambda: _span([o.accuracy(m) for m in others])),
+        ("gsm8k.dpo", lambda: o.accuracy("dpo")),
+        ("gsm8k.base", lambda: o.accuracy("base")),
+        ("mcnemar.dpo_vs_each", lambda: _span([o.mcnemar("dpo", m) for m in others])),
+    ]
+
+
+def _fmt(value: Value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not measured"
+    if isinstance(value, list):
+        return f"{value[0]:.3g} to {value[1]:.3g}" if len(value) == 2 else " -> ".join(f"{v:.3g}" for v in value)
+    return f"{value:.3g}"
+
+
+def headline_table(results: Mapping[str, Any], study: Mapping[str, Any] | None = None):
+    """A DataFrame: quantity, the study's value, ours, for every headline number we can measure."""
+    import pandas as pd
+
+    study = study or load_study()
+    rows = []
+    for key, measure in _rows(_Ours(results)):
+        entry = study[key]
+        value = measure()
+        rows.append({"key": key, "quantity": entry["description"], "study": format_entry(entry),
+                     "ours": _fmt(value), "ours_value": value})
+    return pd.DataFrame(rows).set_index("key")

@@ -1,0 +1,104 @@
+"""Choose a profile's learning rates by measurement: train at several rates, score each adapter.
+
+    python -m helpers.lr_sweep --profile tiny --method sft --lrs 1e-4,3e-4,1e-3,3e-3
+
+Every run uses the profile's protocol (steps, batch, schedule, LoRA init) with only the
+peak learning rate changed, and is scored by greedy accuracy on held-out problems. The
+results are merged into `data/lr_sweep/<profile>.json`, which the training chapter
+plots; the file records the profile it was measured on, so a stale sweep is flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import time
+from pathlib import Path
+from typing import Any
+
+from .cache import REPO_ROOT, atomic_write_json, cached_stage, read_json, stable_hash
+from .profiles import Profile, load_profile
+
+SWEEP_DIR = REPO_ROOT / "data" / "lr_sweep"
+
+
+def sweep_path(profile_name: str) -> Path:
+    """Where a profile's sweep is stored."""
+    return SWEEP_DIR / f"{profile_name}.json"
+
+
+def protocol_hash(profile: Profile) -> str:
+    """Hash of everything a sweep depends on except the learning rates themselves."""
+    d = profile.to_dict()
+    train = {k: v for k, v in d["train"].items() if k not in ("lr", "lr_overrides", "methods", "controls")}
+    return stable_hash({"model": d["model"], "data": d["data"], "rollouts": d["rollouts"], "lora": d["lora"],
+                        "train": train, "seed": d["seed"]})
+
+
+def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[dict[str, Any]]:
+    """Train `method` at each learning rate and score it; returns one row per rate."""
+    from .evaluate import evaluate_adapters, load_eval_set
+    from .pipeline import lora_init_dir, rollouts_stage, run_root, student_dir
+    from .train import train_method
+
+    rollouts = rollouts_stage(profile) / "rollouts.jsonl"
+    student = student_dir(profile)
+    problems = load_eval_set(profile)[:n_eval]
+    adapters: dict[str, Path | None] = {"base": None}
+    seconds = {}
+    for lr in lrs:
+        variant = dataclasses.replace(profile, train=dataclasses.replace(profile.train, lr=lr, lr_overrides={}))
+
+        def build(tmp: Path, variant: Profile = variant) -> None:
+            train_method(variant, method, student, rollouts, tmp / "adapter", lora_init_dir(profile))
+
+        start = time.perf_counter()
+        folder = cached_stage(f"sweep-{method}", {"p": protocol_hash(profile), "lr": lr}, build, run_root(profile))
+        seconds[f"{lr:g}"] = time.perf_counter() - start
+        adapters[f"{lr:g}"] = folder / "adapter"
+    results = evaluate_adapters(student, adapters, problems, profile.analysis.eval_max_new_tokens,
+                                profile.analysis.eval_batch_size, progress=True)
+    base = results.pop("base")["summary"]["accuracy"]
+    return [{"lr": float(key), "accuracy": r["summary"]["accuracy"], "ci_low": r["summary"]["ci_low"],
+             "ci_high": r["summary"]["ci_high"], "base_accuracy": base, "train_seconds": seconds[key]}
+            for key, r in results.items()]
+
+
+def load_sweep(profile: Profile) -> dict[str, Any] | None:
+    """The stored sweep of a profile, with `stale` set when the protocol changed since."""
+    path = sweep_path(profile.name)
+    if not path.exists():
+        return None
+    data = read_json(path)
+    data["stale"] = data.get("protocol") != protocol_hash(profile)
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.lr_sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="tiny")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--lrs", required=True, help="comma-separated peak learning rates")
+    parser.add_argument("--n-eval", type=int, default=128, help="held-out problems per score")
+    args = parser.parse_args(argv)
+    from .pipeline import configure_environment
+
+    profile = load_profile(args.profile)
+    configure_environment(profile)
+    rows = sweep(profile, args.method, [float(x) for x in args.lrs.split(",")], args.n_eval)
+    path = sweep_path(profile.name)
+    data = read_json(path) if path.exists() else {}
+    if data.get("protocol") != protocol_hash(profile):
+        data = {}  # measured under another protocol: start over
+    data.update(protocol=protocol_hash(profile), profile=profile.name, n_eval=args.n_eval,
+                measured=datetime.date.today().isoformat())
+    data.setdefault("methods", {})[args.method] = rows
+    atomic_write_json(path, data)
+    for row in rows:
+        print(f"{args.method} lr={row['lr']:g}: accuracy {row['accuracy']:.3f} (base {row['base_accuracy']:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""Figures of the analysis chapters: geometry, mode connectivity, CKA and evaluation.
+
+Inputs are the plain dicts the analysis modules return (`geometry.pairwise_report`,
+`connectivity.path_losses`, `cka.cka_by_layer`, `evaluate.compare_methods`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .plots import color_of, line_style, set_style
+
+
+def pair_entry(report: Mapping, a: str, b: str) -> tuple[dict, bool]:
+    """The report's entry of pair (a, b) in either order; the flag says whether it was flipped."""
+    for entry in report["pairs"]:
+        if (entry["a"], entry["b"]) == (a, b):
+            return entry, False
+        if (entry["a"], entry["b"]) == (b, a):
+            return entry, True
+    raise KeyError(f"pair {a}-{b} is not in the report")
+
+
+def cosine_matrix(report: Mapping) -> pd.DataFrame:
+    """Global cosine of every pair as a symmetric table (1 on the diagonal)."""
+    names = report["methods"]
+    mat = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for e in report["pairs"]:
+        mat.loc[e["a"], e["b"]] = mat.loc[e["b"], e["a"]] = e["global_cosine"]
+    return mat
+
+
+def cosine_heatmap(report: Mapping) -> plt.Figure:
+    """Global cosine between every pair of updates."""
+    set_style()
+    mat = cosine_matrix(report)
+    size = 0.55 * len(mat) + 2
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    sns.heatmap(mat, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, square=True, ax=ax,
+                annot_kws={"fontsize": 8}, cbar_kws={"shrink": 0.7, "label": "global cosine"})
+    ax.set_title("cosine of the weight updates")
+    return fig
+
+
+def angle_distributions(report: Mapping, ref: str = "sft") -> plt.Figure:
+    """Per-module smallest and largest principal angle between each method's update and `ref`'s."""
+    set_style()
+    rows = []
+    for name in report["methods"]:
+        if name == ref:
+            continue
+        entry, _ = pair_entry(report, ref, name)
+        for kind, key in (("smallest", "angle_min_by_module"), ("largest", "angle_max_by_module")):
+            rows += [{"run": name, "angle": v, "which": kind} for v in entry[key] if not math.isnan(v)]
+    data = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * data["run"].nunique() + 2), 3.8))
+    sns.boxplot(data=data, x="run", y="angle", hue="which", ax=ax, fliersize=2, palette=["C0", "C1"])
+    ax.axhline(90, color="grey", lw=1, ls=":")
+    ax.set(ylim=(0, 92), ylabel=f"principal angle to {ref} (deg)", xlabel="",
+           title=f"top-{report['k']} output subspaces: angles to {ref}, over modules")
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(frameon=False, title="angle")
+    return fig
+
+
+def orthogonal_by_layer(report: Mapping, ref: str = "sft") -> plt.Figure:
+    """Share of each update outside `ref`'s column space, layer by layer, and the layers' norms."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    layers = report["layers"]
+    for name in report["methods"]:
+        if name == ref:
+            continue
+        entry, flipped = pair_entry(report, ref, name)
+        # orth_frac is b's share outside a's space; we want `name` outside `ref`.
+        series = entry["orth_frac_rev_by_layer" if flipped else "orth_frac_by_layer"]
+        axes[0].plot(layers, series, marker="o", ms=3, label=name, color=color_of(name),
+                     ls=line_style(name))
+    axes[0].set(ylim=(0, 1.02), xlabel="layer", ylabel=f"orthogonal fraction to {ref}",
+                title=f"||dW - P_{ref} dW|| / ||dW||")
+    axes[0].legend(frameon=False, fontsize=8, ncol=2)
+    for name in report["methods"]:
+        axes[1].plot(layers, report["per_method"][name]["norm_by_layer"], marker="o", ms=3, label=name,
+                     color=color_of(name))
+    axes[1].set(yscale="log", xlabel="layer", ylabel="||dW||_F", title="update norm by layer")
+    return fig
+
+
+def effective_ranks(report: Mapping, rank: int | None = None) -> plt.Figure:
+    """Effective rank of each update (median over modules, with the spread)."""
+    set_style()
+    rows = [{"run": n, "effective rank": v} for n in report["methods"]
+            for v in report["per_method"][n]["effective_rank_by_module"]]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(report["methods"]) + 2), 3.4))
+    sns.boxplot(data=pd.DataFrame(rows), x="run", y="effective rank", ax=ax, fliersize=2,
+                hue="run", palette={n: color_of(n) for n in report["methods"]}, legend=False)
+    if rank:
+        ax.axhline(rank, color="grey", ls=":", lw=1)
+        ax.text(-0.4, rank, f" LoRA rank {rank}", va="bottom", fontsize=8, color="grey")
+    ax.set(xlabel="", title="effective rank of dW per module")
+    ax.tick_params(axis="x", rotation=30)
+    return fig
+
+
+def path_curves(curves: Mapping[str, Mapping], measure: str = "answer_ce") -> plt.Figure:
+    """Held-out loss along the straight line between two updates, one panel per pair."""
+    set_style()
+    n = len(curves)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, (pair, curve) in zip(axes.flat, curves.items(), strict=False):
+        ts, ys = curve["ts"], curve[measure]
+        a, b = pair.split("-", 1)
+        ax.plot(ts, ys, marker="o", ms=3, color="C0")
+        ax.plot([ts[0], ts[-1]], [ys[0], ys[-1]], ls=":", color="grey")
+        ax.set_title(pair, fontsize=10)
+        ax.set_xticks([0, 0.5, 1], [a, "0.5", b], fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.supylabel({"answer_ce": "answer CE (nats/token)", "solution_nll": "solution NLL (nats/token)"}.get(
+        measure, measure))
+    fig.tight_layout()
+    return fig
+
+
+def cka_curves(by_pair: Mapping[str, Sequence[float]], title: str) -> plt.Figure:
+    """CKA per layer for several model pairs."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for pair, values in by_pair.items():
+        other = pair.split("-", 1)[1]
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=pair, color=color_of(other))
+    ax.set(xlabel="layer (0 = embeddings)", ylabel="CKA", title=title)
+    ax.legend(frameon=False, fontsize=8, ncol=2)
+    return fig
+
+
+def accuracy_bars(evaluation: Mapping) -> plt.Figure:
+    """Accuracy of every model with its 95% Wilson interval."""
+    set_style()
+    names = list(evaluation["accuracy"])
+    acc = np.array([evaluation["accuracy"][n] for n in names])
+    lo = np.array([evaluation["ci"][n][0] for n in names])
+    hi = np.array([evaluation["ci"][n][1] for n in names])
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.2))
+    ax.barh(names, acc, xerr=[acc - lo, hi - acc], color=[color_of(n) for n in names], capsize=3)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="greedy accuracy (95% Wilson interval)", title="held-out accuracy")
+    return fig
+
+
+def mcnemar_heatmap(evaluation: Mapping, adjusted: bool = True) -> plt.Figure:
+    """Exact McNemar p-values of every pair (Holm-adjusted by default), on a log colour scale."""
+    set_style()
+    names = list(evaluation["accuracy"])
+    table = evaluation["mcnemar_p_holm" if adjusted else "mcnemar_p"]
+    mat = pd.DataFrame(np.ones((len(names), len(names))), index=names, columns=names)
+    for pair, p in table.items():
+        a, b = _split_pair(pair, names)
+        mat.loc[a, b] = mat.loc[b, a] = p
+    size = 0.55 * len(names) + 2
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    sns.heatmap(np.log10(mat.clip(lower=1e-12)), annot=mat.map(lambda p: f"{p:.2g}"), fmt="", ax=ax,
+                cmap="mako", vmin=-6, vmax=0, square=True, annot_kws={"fontsize": 7},
+                cbar_kws={"shrink": 0.7, "label": "log10 p"})
+    ax.set_title(f"exact McNemar p ({'Holm-adjusted' if adjusted else 'raw'})")
+    return fig
+
+
+def _split_pair(pair: str, names: Sequence[str]) -> tuple[str, str]:
+    """Split "a-b" where names may themselves contain no '-' (ours use '_')."""
+    for name in names:
+        if pair.startswith(name + "-") and pair[len(name) + 1:] in names:
+            return name, pair[len(name) + 1:]
+    raise KeyError(f"cannot split pair {pair!r} into two of {list(names)}")
+
+
+def accuracy_against(evaluation: Mapping, xs: Mapping[str, float], xlabel: str, ax=None) -> plt.Axes:
+    """Accuracy of each model against one number per model (update norm, angle to SFT...)."""
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.5))
+    for name, x in xs.items():
+        if name not in evaluation["accuracy"] or x is None or (isinstance(x, float) and math.isnan(x)):
+            continue
+        lo, hi = evaluation["ci"][name]
+        y = evaluation["accuracy"][name]
+        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], marker="o", color=color_of(name), capsize=2)
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel="accuracy")
+    return ax

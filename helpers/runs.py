@@ -1,0 +1,63 @@
+"""What the training chapter reports about each trained adapter: its log, its meta, its update norms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .cache import read_json
+from .deltas import load_deltas
+from .geometry import frobenius_norms, global_norm
+
+
+def training_logs(adapters: dict[str, Path]) -> dict[str, list[dict]]:
+    """The per-step training log (loss, grad_norm, lr, loss metrics) of each adapter."""
+    return {name: read_json(Path(folder) / "training_log.json") for name, folder in adapters.items()}
+
+
+def run_table(adapters: dict[str, Path]) -> pd.DataFrame:
+    """One row per run: method, control, learning rate, steps, passes over its data, time, loss, update norm."""
+    rows = []
+    for name, folder in adapters.items():
+        meta = read_json(Path(folder) / "train_meta.json")
+        log = read_json(Path(folder) / "training_log.json")
+        rows.append({
+            "run": name,
+            "method": meta["method"],
+            "control": meta.get("control") or "",
+            "lr": meta["lr"],
+            "steps": meta["steps"],
+            "rows": meta.get("rows"),
+            "epochs": meta.get("epochs"),
+            "seconds": meta["seconds"],
+            "first_loss": log[0]["loss"] if log else float("nan"),
+            "last_loss": log[-1]["loss"] if log else float("nan"),
+            "delta_norm": global_norm(load_deltas(folder)),
+        })
+    return pd.DataFrame(rows).set_index("run")
+
+
+def norms_by_layer(adapters: dict[str, Path]) -> pd.DataFrame:
+    """Frobenius norm of each module's update, long format: run, module, layer, projection, norm."""
+    rows = []
+    for name, folder in adapters.items():
+        deltas = load_deltas(folder)
+        for module, norm in frobenius_norms(deltas).items():
+            rows.append({"run": name, "module": module, "layer": deltas[module].layer,
+                         "projection": deltas[module].projection, "norm": norm})
+    return pd.DataFrame(rows)
+
+
+def load_all_deltas(adapters: dict[str, Path]) -> dict[str, dict]:
+    """The low-rank updates of every run, keyed by run then module (float64, for exact geometry)."""
+    return {name: load_deltas(folder) for name, folder in adapters.items()}
+
+
+def base_weights(model_dir: str | Path, modules: list[str]) -> dict:
+    """The base model's dense weights of the adapted modules (for the "path not taken" overlap)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return {m: model.get_submodule(m).weight.detach().to(torch.float64) for m in modules}
