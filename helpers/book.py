@@ -27,7 +27,9 @@ def notebooks() -> list[Path]:
     return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def execute(profile: str, out_dir: Path, only: list[str] | None = None, kernel: str = "python3") -> dict[str, float]:
+def execute(
+    profile: str, out_dir: Path, only: list[str] | None = None, kernel: str = "python3"
+) -> dict[str, float]:
     """Run each notebook with papermill on `profile`; returns wall seconds per notebook.
 
     A notebook is written to a temporary name and renamed when it finished, so a failed
@@ -81,7 +83,15 @@ def assemble(executed: Path) -> Path:
 def render(src: Path) -> Path:
     """jupyter-book build with warnings as errors; the html lands in `_build/html`."""
     html = BUILD_DIR / "html"
-    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(src), "--path-output", str(src), "-W", "--keep-going"]
+    cmd = [
+        str(Path(sys.executable).with_name("jupyter-book")),
+        "build",
+        str(src),
+        "--path-output",
+        str(src),
+        "-W",
+        "--keep-going",
+    ]
     subprocess.run(cmd, check=True)
     if html.exists():
         shutil.rmtree(html)

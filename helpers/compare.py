@@ -39,9 +39,13 @@ def connectivity_report(
     paths = {}
     for pair in tqdm(pairs, desc="paths"):
         a, b = pair.split("-", 1)
-        paths[pair] = path_losses(model, tokenizer, deltas[a], deltas[b], problems, ts, batch_size, max_length)
-    rays = {name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length)
-            for name, d in tqdm(deltas.items(), desc="rays")}
+        paths[pair] = path_losses(
+            model, tokenizer, deltas[a], deltas[b], problems, ts, batch_size, max_length
+        )
+    rays = {
+        name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length)
+        for name, d in tqdm(deltas.items(), desc="rays")
+    }
     barriers = {
         measure: {pair: barrier(curve["ts"], curve[measure]) for pair, curve in paths.items()}
         for measure in ("answer_ce", "solution_nll")

@@ -56,7 +56,9 @@ class _Ours:
     def orth(self, b: str, a: str, last: int | None = None) -> Value:
         if last is None:
             return self.pair("03_delta_geometry", "geometry", "orthogonal_fraction", b, a, ordered=True)
-        layers = self.pair("03_delta_geometry", "geometry", "orthogonal_fraction_by_layer", b, a, ordered=True)
+        layers = self.pair(
+            "03_delta_geometry", "geometry", "orthogonal_fraction_by_layer", b, a, ordered=True
+        )
         return None if not layers else _span(layers[-last:])
 
     def path(self, a: str, b: str) -> Value:
@@ -69,7 +71,7 @@ class _Ours:
             return None
         if last_share is None:
             return layers[-1]
-        return statistics.fmean(layers[-max(1, round(last_share * len(layers))):])
+        return statistics.fmean(layers[-max(1, round(last_share * len(layers))) :])
 
     def accuracy(self, name: str) -> Value:
         value = self._get("06_evaluation", "evaluation", "accuracy", name)
@@ -107,21 +109,36 @@ def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
         ("global_cosine.dft_rift", lambda: o.cosine("dft", "rift")),
         ("global_cosine.grpo_sft_cluster", lambda: _mean([o.cosine("grpo", m) for m in CLUSTER])),
         ("global_cosine.dpo_sft_cluster", lambda: _span([o.cosine("dpo", m) for m in CLUSTER])),
-        *[(f"smallest_angle.sft_{m}", lambda m=m: o.angle("smallest", "sft", m)) for m in
-          ("rft", "rift", "grpo", "dft", "dpo")],
-        *[(f"largest_angle.sft_{m}", lambda m=m: o.angle("largest", "sft", m)) for m in
-          ("rft", "rift", "grpo", "dft", "dpo")],
+        *[
+            (f"smallest_angle.sft_{m}", lambda m=m: o.angle("smallest", "sft", m))
+            for m in ("rft", "rift", "grpo", "dft", "dpo")
+        ],
+        *[
+            (f"largest_angle.sft_{m}", lambda m=m: o.angle("largest", "sft", m))
+            for m in ("rft", "rift", "grpo", "dft", "dpo")
+        ],
         ("orthogonal_fraction.grpo_sft", lambda: o.orth("grpo", "sft")),
         ("orthogonal_fraction.grpo_sft_last5", lambda: o.orth("grpo", "sft", last=5)),
-        ("effective_rank.sft_rft_dft_rift",
-         lambda: _mean([o.method(m, "effective_rank_mean") for m in ("sft", "rft", "dft", "rift")])),
+        (
+            "effective_rank.sft_rft_dft_rift",
+            lambda: _mean([o.method(m, "effective_rank_mean") for m in ("sft", "rft", "dft", "rift")]),
+        ),
         ("effective_rank.grpo", lambda: o.method("grpo", "effective_rank_mean")),
         ("effective_rank.dpo", lambda: o.method("dpo", "effective_rank_mean")),
         ("norm.rft_to_rift", lambda: _span([o.method(m, "norm") for m in ("sft", "rft", "rift")])),
-        ("norm.dpo_smaller_by",
-         lambda: _ratio(_mean([o.method(m, "norm") for m in CLUSTER]), o.method("dpo", "norm"))),
-        ("top1_output.sft_cluster", lambda: _span([o.pair_entry(a, b, "top1_output_mean") for a, b in
-                                                   (("sft", "rft"), ("sft", "rift"), ("rft", "rift"))])),
+        (
+            "norm.dpo_smaller_by",
+            lambda: _ratio(_mean([o.method(m, "norm") for m in CLUSTER]), o.method("dpo", "norm")),
+        ),
+        (
+            "top1_output.sft_cluster",
+            lambda: _span(
+                [
+                    o.pair_entry(a, b, "top1_output_mean")
+                    for a, b in (("sft", "rft"), ("sft", "rift"), ("rft", "rift"))
+                ]
+            ),
+        ),
         ("top1_output.grpo", lambda: _span([o.pair_entry("grpo", m, "top1_output_mean") for m in CLUSTER])),
         ("top1_output.dft", lambda: _span([o.pair_entry("dft", m, "top1_output_mean") for m in CLUSTER])),
         ("top1_output.dpo", lambda: _mean([o.pair_entry("dpo", m, "top1_output_mean") for m in others])),
@@ -147,7 +164,9 @@ def _fmt(value: Value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "not measured"
     if isinstance(value, list):
-        return f"{value[0]:.3g} to {value[1]:.3g}" if len(value) == 2 else " -> ".join(f"{v:.3g}" for v in value)
+        return (
+            f"{value[0]:.3g} to {value[1]:.3g}" if len(value) == 2 else " -> ".join(f"{v:.3g}" for v in value)
+        )
     return f"{value:.3g}"
 
 
@@ -160,6 +179,13 @@ def headline_table(results: Mapping[str, Any], study: Mapping[str, Any] | None =
     for key, measure in _rows(_Ours(results)):
         entry = study[key]
         value = measure()
-        rows.append({"key": key, "quantity": entry["description"], "study": format_entry(entry),
-                     "ours": _fmt(value), "ours_value": value})
+        rows.append(
+            {
+                "key": key,
+                "quantity": entry["description"],
+                "study": format_entry(entry),
+                "ours": _fmt(value),
+                "ours_value": value,
+            }
+        )
     return pd.DataFrame(rows).set_index("key")

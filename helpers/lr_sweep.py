@@ -32,8 +32,16 @@ def protocol_hash(profile: Profile) -> str:
     """Hash of everything a sweep depends on except the learning rates themselves."""
     d = profile.to_dict()
     train = {k: v for k, v in d["train"].items() if k not in ("lr", "lr_overrides", "methods", "controls")}
-    return stable_hash({"model": d["model"], "data": d["data"], "rollouts": d["rollouts"], "lora": d["lora"],
-                        "train": train, "seed": d["seed"]})
+    return stable_hash(
+        {
+            "model": d["model"],
+            "data": d["data"],
+            "rollouts": d["rollouts"],
+            "lora": d["lora"],
+            "train": train,
+            "seed": d["seed"],
+        }
+    )
 
 
 def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[dict[str, Any]]:
@@ -48,21 +56,39 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
     adapters: dict[str, Path | None] = {"base": None}
     seconds = {}
     for lr in lrs:
-        variant = dataclasses.replace(profile, train=dataclasses.replace(profile.train, lr=lr, lr_overrides={}))
+        variant = dataclasses.replace(
+            profile, train=dataclasses.replace(profile.train, lr=lr, lr_overrides={})
+        )
 
         def build(tmp: Path, variant: Profile = variant) -> None:
             train_method(variant, method, student, rollouts, tmp / "adapter", lora_init_dir(profile))
 
         start = time.perf_counter()
-        folder = cached_stage(f"sweep-{method}", {"p": protocol_hash(profile), "lr": lr}, build, run_root(profile))
+        folder = cached_stage(
+            f"sweep-{method}", {"p": protocol_hash(profile), "lr": lr}, build, run_root(profile)
+        )
         seconds[f"{lr:g}"] = time.perf_counter() - start
         adapters[f"{lr:g}"] = folder / "adapter"
-    results = evaluate_adapters(student, adapters, problems, profile.analysis.eval_max_new_tokens,
-                                profile.analysis.eval_batch_size, progress=True)
+    results = evaluate_adapters(
+        student,
+        adapters,
+        problems,
+        profile.analysis.eval_max_new_tokens,
+        profile.analysis.eval_batch_size,
+        progress=True,
+    )
     base = results.pop("base")["summary"]["accuracy"]
-    return [{"lr": float(key), "accuracy": r["summary"]["accuracy"], "ci_low": r["summary"]["ci_low"],
-             "ci_high": r["summary"]["ci_high"], "base_accuracy": base, "train_seconds": seconds[key]}
-            for key, r in results.items()]
+    return [
+        {
+            "lr": float(key),
+            "accuracy": r["summary"]["accuracy"],
+            "ci_low": r["summary"]["ci_low"],
+            "ci_high": r["summary"]["ci_high"],
+            "base_accuracy": base,
+            "train_seconds": seconds[key],
+        }
+        for key, r in results.items()
+    ]
 
 
 def load_sweep(profile: Profile) -> dict[str, Any] | None:
@@ -91,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     data = read_json(path) if path.exists() else {}
     if data.get("protocol") != protocol_hash(profile):
         data = {}  # measured under another protocol: start over
-    data.update(protocol=protocol_hash(profile), profile=profile.name, n_eval=args.n_eval,
-                measured=datetime.date.today().isoformat())
+    data.update(
+        protocol=protocol_hash(profile),
+        profile=profile.name,
+        n_eval=args.n_eval,
+        measured=datetime.date.today().isoformat(),
+    )
     data.setdefault("methods", {})[args.method] = rows
     atomic_write_json(path, data)
     for row in rows:
-        print(f"{args.method} lr={row['lr']:g}: accuracy {row['accuracy']:.3f} (base {row['base_accuracy']:.3f})")
+        print(
+            f"{args.method} lr={row['lr']:g}: accuracy {row['accuracy']:.3f} (base {row['base_accuracy']:.3f})"
+        )
     return 0
 
 

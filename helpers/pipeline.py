@@ -56,8 +56,12 @@ def read_jsonl(path: str | Path) -> list[dict]:
 
 
 def _problems_inputs(profile: Profile) -> dict[str, Any]:
-    return {"v": STAGE_VERSIONS["problems"], "data": profile.to_dict()["data"],
-            "pretrain_problems": profile.model.pretrain_problems, "student": profile.model.student}
+    return {
+        "v": STAGE_VERSIONS["problems"],
+        "data": profile.to_dict()["data"],
+        "pretrain_problems": profile.model.pretrain_problems,
+        "student": profile.model.student,
+    }
 
 
 def problems_stage(profile: Profile) -> Path:
@@ -74,8 +78,14 @@ def problems_stage(profile: Profile) -> Path:
         _write_jsonl(tmp / "eval.jsonl", held_out)
         if profile.model.student == "tiny":
             # A separate seed: the corpus the models learn from is not the prompt set itself.
-            corpus = load_problems("generated", "train", n=profile.model.pretrain_problems,
-                                   seed=d.seed + 1, min_steps=d.min_steps, max_steps=d.max_steps)
+            corpus = load_problems(
+                "generated",
+                "train",
+                n=profile.model.pretrain_problems,
+                seed=d.seed + 1,
+                min_steps=d.min_steps,
+                max_steps=d.max_steps,
+            )
             _write_jsonl(tmp / "pretrain.jsonl", corpus)
 
     return cached_stage("problems", _problems_inputs(profile), build, run_root(profile))
@@ -85,8 +95,12 @@ def problems_stage(profile: Profile) -> Path:
 
 
 def _base_inputs(profile: Profile) -> dict[str, Any]:
-    return {"v": STAGE_VERSIONS["base"], "problems": _problems_inputs(profile),
-            "model": profile.to_dict()["model"], "seed": profile.seed}
+    return {
+        "v": STAGE_VERSIONS["base"],
+        "problems": _problems_inputs(profile),
+        "model": profile.to_dict()["model"],
+        "seed": profile.seed,
+    }
 
 
 def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: bool) -> float:
@@ -107,8 +121,18 @@ def sample_or_greedy(model, tokenizer, problems: list[dict], profile: Profile, s
 
     prompts = prompts_for(problems, tokenizer)
     temperature = profile.rollouts.temperature if sampled else 0.0
-    out = sample_completions(model, tokenizer, prompts, 1, temperature, 1.0, profile.rollouts.max_new_tokens,
-                             profile.rollouts.batch_size, seed=profile.seed, desc="score")
+    out = sample_completions(
+        model,
+        tokenizer,
+        prompts,
+        1,
+        temperature,
+        1.0,
+        profile.rollouts.max_new_tokens,
+        profile.rollouts.batch_size,
+        seed=profile.seed,
+        desc="score",
+    )
     return [text for text, _ in out]
 
 
@@ -134,16 +158,28 @@ def base_stage(profile: Profile) -> Path:
         tokenizer = train_tokenizer(problem_corpus(corpus_rows), m.vocab_size)
         texts = [p + c for p, c in _pretrain_texts(corpus_rows, tokenizer)]
         device = resolve_device(profile)
-        same_run = m.teacher == "tiny" and m.teacher_hidden_size == m.hidden_size and m.teacher_steps > m.student_steps
+        same_run = (
+            m.teacher == "tiny"
+            and m.teacher_hidden_size == m.hidden_size
+            and m.teacher_steps > m.student_steps
+        )
         runs = []
         if same_run:
             # One run yields both: the student is an early checkpoint, the teacher the end.
-            runs.append(("student+teacher", m.hidden_size, m.teacher_steps,
-                         {m.student_steps: tmp / "student", m.teacher_steps: tmp / "teacher"}))
+            runs.append(
+                (
+                    "student+teacher",
+                    m.hidden_size,
+                    m.teacher_steps,
+                    {m.student_steps: tmp / "student", m.teacher_steps: tmp / "teacher"},
+                )
+            )
         else:
             runs.append(("student", m.hidden_size, m.student_steps, {m.student_steps: tmp / "student"}))
             if m.teacher == "tiny" and m.teacher_steps > 0:
-                runs.append(("teacher", m.teacher_hidden_size, m.teacher_steps, {m.teacher_steps: tmp / "teacher"}))
+                runs.append(
+                    ("teacher", m.teacher_hidden_size, m.teacher_steps, {m.teacher_steps: tmp / "teacher"})
+                )
         held_out = read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS]
         logs, curves = {}, {}
         for name, hidden, steps, ckpts in runs:
@@ -152,13 +188,30 @@ def base_stage(profile: Profile) -> Path:
             if m.accuracy_probes == 0:
                 probes = {}
             model = build_model(m, len(tokenizer), hidden_size=hidden, seed=profile.seed)
-            log = pretrain(model, tokenizer, texts, steps, m.pretrain_batch, m.pretrain_lr, m.max_length,
-                           seed=profile.seed, device=device, checkpoints={**ckpts, **probes}, desc=f"pretrain {name}")
+            log = pretrain(
+                model,
+                tokenizer,
+                texts,
+                steps,
+                m.pretrain_batch,
+                m.pretrain_lr,
+                m.max_length,
+                seed=profile.seed,
+                device=device,
+                checkpoints={**ckpts, **probes},
+                desc=f"pretrain {name}",
+            )
             if steps == 0:
                 save_model(model, tokenizer, tmp / "student")
-            logs[name] = {"steps": log.steps, "loss": log.loss, "seconds": log.seconds, "tokens": log.tokens,
-                          "tokens_per_second": log.tokens_per_second, "parameters": count_parameters(model),
-                          "hidden_size": hidden}
+            logs[name] = {
+                "steps": log.steps,
+                "loss": log.loss,
+                "seconds": log.seconds,
+                "tokens": log.tokens,
+                "tokens_per_second": log.tokens_per_second,
+                "parameters": count_parameters(model),
+                "hidden_size": hidden,
+            }
             # Accuracy along pretraining: how the student and the teacher checkpoints were chosen.
             curves[name] = {}
             for step, folder in sorted({**ckpts, **probes}.items()):
@@ -170,7 +223,9 @@ def base_stage(profile: Profile) -> Path:
                 shutil.rmtree(folder)
         atomic_write_json(tmp / "pretrain_log.json", logs)
         atomic_write_json(tmp / "accuracy_curve.json", curves)
-        atomic_write_json(tmp / "base.json", {"student_steps": m.student_steps, "teacher_steps": m.teacher_steps})
+        atomic_write_json(
+            tmp / "base.json", {"student_steps": m.student_steps, "teacher_steps": m.teacher_steps}
+        )
 
     return cached_stage("base", _base_inputs(profile), build, run_root(profile))
 
@@ -179,7 +234,9 @@ def _pretrain_texts(rows: list[dict], tokenizer) -> list[tuple[str, str]]:
     """Pretraining sees exactly the prompt/completion format used later."""
     from .prompting import build_completion, build_prompt
 
-    return [(build_prompt(r["question"], tokenizer), build_completion(r["solution"], tokenizer)) for r in rows]
+    return [
+        (build_prompt(r["question"], tokenizer), build_completion(r["solution"], tokenizer)) for r in rows
+    ]
 
 
 def student_dir(profile: Profile) -> str:
@@ -201,9 +258,18 @@ def teacher_ref(profile: Profile) -> str:
 
 def _rollout_inputs(profile: Profile) -> dict[str, Any]:
     rollouts_file = profile.model.rollouts_file
-    file_key = stable_hash(Path(rollouts_file).read_bytes().hex()) if rollouts_file and Path(rollouts_file).exists() else None
-    return {"v": STAGE_VERSIONS["rollouts"], "base": _base_inputs(profile),
-            "rollouts": profile.to_dict()["rollouts"], "file": rollouts_file, "file_hash": file_key}
+    file_key = (
+        stable_hash(Path(rollouts_file).read_bytes().hex())
+        if rollouts_file and Path(rollouts_file).exists()
+        else None
+    )
+    return {
+        "v": STAGE_VERSIONS["rollouts"],
+        "base": _base_inputs(profile),
+        "rollouts": profile.to_dict()["rollouts"],
+        "file": rollouts_file,
+        "file_hash": file_key,
+    }
 
 
 def rollouts_stage(profile: Profile) -> Path:
@@ -230,8 +296,18 @@ def rollouts_stage(profile: Profile) -> Path:
 
             seed_everything(profile.seed)
             model = AutoModelForCausalLM.from_pretrained(teacher).to(resolve_device(profile))
-            samples = sample_completions(model, tokenizer, prompts, r.k, r.temperature, r.top_p,
-                                         r.max_new_tokens, r.batch_size, seed=profile.seed, desc="teacher rollouts")
+            samples = sample_completions(
+                model,
+                tokenizer,
+                prompts,
+                r.k,
+                r.temperature,
+                r.top_p,
+                r.max_new_tokens,
+                r.batch_size,
+                seed=profile.seed,
+                desc="teacher rollouts",
+            )
             records = grade(problems, prompts, samples, r.k)
         from .rollouts import write_rollouts
 
@@ -252,8 +328,11 @@ def profile_table(profile: Profile):
 
     m, d, r, lo, t = profile.model, profile.data, profile.rollouts, profile.lora, profile.train
     rows = {
-        "student": m.student if m.student != "tiny" else f"tiny Qwen3 (hidden {m.hidden_size}, {m.num_layers} layers)",
-        "teacher": m.rollouts_file or (m.teacher if m.teacher != "tiny" else f"tiny Qwen3, {m.teacher_steps} steps"),
+        "student": m.student
+        if m.student != "tiny"
+        else f"tiny Qwen3 (hidden {m.hidden_size}, {m.num_layers} layers)",
+        "teacher": m.rollouts_file
+        or (m.teacher if m.teacher != "tiny" else f"tiny Qwen3, {m.teacher_steps} steps"),
         "prompts (train / eval)": f"{d.train_source} x {d.n_train_prompts} / {d.eval_source} x {d.n_eval_problems}",
         "rollouts per prompt": f"K={r.k} at temperature {r.temperature}",
         "LoRA": f"r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.targets)}",
@@ -295,14 +374,21 @@ def adapter_stage(profile: Profile, name: str) -> Path:
     method, control = split_run_name(name)
     rollouts = rollouts_stage(profile) / "rollouts.jsonl"
     student = student_dir(profile)
-    inputs = {"v": STAGE_VERSIONS["adapter"], "rollouts": _rollout_inputs(profile), "lora": _lora_inputs(profile),
-              "train": profile.to_dict()["train"], "name": name}
+    inputs = {
+        "v": STAGE_VERSIONS["adapter"],
+        "rollouts": _rollout_inputs(profile),
+        "lora": _lora_inputs(profile),
+        "train": profile.to_dict()["train"],
+        "name": name,
+    }
 
     def build(tmp: Path) -> None:
         from .seeding import seed_everything
 
         seed_everything(profile.train.seed)
-        train_method(profile, method, student, rollouts, tmp / "adapter", lora_init_dir(profile), control=control)
+        train_method(
+            profile, method, student, rollouts, tmp / "adapter", lora_init_dir(profile), control=control
+        )
 
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
 
@@ -315,21 +401,35 @@ def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path
 # --- stage 5: evaluation -----------------------------------------------------------
 
 
-def evaluation_stage(profile: Profile, names: list[str] | None = None, source: str | None = None,
-                     path: str | None = None) -> dict[str, dict]:
+def evaluation_stage(
+    profile: Profile, names: list[str] | None = None, source: str | None = None, path: str | None = None
+) -> dict[str, dict]:
     """Greedy evaluation of the base and every run on the held-out set (or another jsonl), cached."""
     from .evaluate import evaluate_adapters, load_eval_set
 
     runs = adapters(profile, names)
     a = profile.analysis
-    inputs = {"v": STAGE_VERSIONS["evaluation"], "runs": {n: str(p) for n, p in runs.items()},
-              "data": profile.to_dict()["data"], "source": source, "path": path,
-              "max_new_tokens": a.eval_max_new_tokens, "base": _base_inputs(profile)}
+    inputs = {
+        "v": STAGE_VERSIONS["evaluation"],
+        "runs": {n: str(p) for n, p in runs.items()},
+        "data": profile.to_dict()["data"],
+        "source": source,
+        "path": path,
+        "max_new_tokens": a.eval_max_new_tokens,
+        "base": _base_inputs(profile),
+    }
 
     def build(tmp: Path) -> None:
         problems = load_eval_set(profile, source=source, path=path)
-        evaluate_adapters(student_dir(profile), {"base": None, **runs}, problems, a.eval_max_new_tokens,
-                          a.eval_batch_size, out_dir=tmp, device=resolve_device(profile))
+        evaluate_adapters(
+            student_dir(profile),
+            {"base": None, **runs},
+            problems,
+            a.eval_max_new_tokens,
+            a.eval_batch_size,
+            out_dir=tmp,
+            device=resolve_device(profile),
+        )
 
     folder = cached_stage("evaluation", inputs, build, run_root(profile))
     return {name: read_json(folder / f"{name}.json") for name in ["base", *runs]}

@@ -72,8 +72,12 @@ def accuracy_curve(curve: dict[str, dict[str, float]], marks: dict[str, int] | N
     for label, step in (marks or {}).items():
         ax.axvline(step, ls=":", color="grey")
         ax.text(step, 0.02, f" {label}", fontsize=9, color="grey")
-    ax.set(xlabel="pretraining step", ylabel="accuracy on held-out problems", ylim=(0, 1),
-           title="accuracy along pretraining")
+    ax.set(
+        xlabel="pretraining step",
+        ylabel="accuracy on held-out problems",
+        ylim=(0, 1),
+        title="accuracy along pretraining",
+    )
     ax.legend(frameon=False)
     return fig
 
@@ -87,8 +91,11 @@ def rollout_rewards(summary: dict, k: int) -> plt.Figure:
     ys = [counts.get(str(x), 0) for x in xs]
     colors = ["C3" if x == 0 else "C2" if x == k else "C0" for x in xs]
     axes[0].bar([str(x) for x in xs], ys, color=colors)
-    axes[0].set(xlabel=f"correct rollouts out of {k}", ylabel="prompts",
-                title=f"reward per group (mean reward {summary['reward_mean']:.2f})")
+    axes[0].set(
+        xlabel=f"correct rollouts out of {k}",
+        ylabel="prompts",
+        title=f"reward per group (mean reward {summary['reward_mean']:.2f})",
+    )
     shares = [summary["all_wrong_share"], summary["mixed_share"], summary["all_correct_share"]]
     axes[1].barh(["all wrong", "mixed", "all right"], shares, color=["C3", "C0", "C2"])
     axes[1].set(xlim=(0, 1), xlabel="share of prompts", title=f"{summary['dpo_pairs']} DPO pairs")
@@ -136,15 +143,22 @@ def lr_sweep(sweep: dict) -> plt.Figure:
         rows = sorted(rows, key=lambda r: r["lr"])
         lrs = [r["lr"] for r in rows]
         acc = [r["accuracy"] for r in rows]
-        err = [[a - r["ci_low"] for a, r in zip(acc, rows, strict=True)],
-               [r["ci_high"] - a for a, r in zip(acc, rows, strict=True)]]
+        err = [
+            [a - r["ci_low"] for a, r in zip(acc, rows, strict=True)],
+            [r["ci_high"] - a for a, r in zip(acc, rows, strict=True)],
+        ]
         ax.errorbar(lrs, acc, yerr=err, marker="o", capsize=3, label=method, color=color_of(method))
         base = rows[0]["base_accuracy"]
     if base is not None:
         ax.axhline(base, ls="--", color="grey", lw=1)
         ax.text(ax.get_xlim()[0], base, " base", va="bottom", color="grey", fontsize=9)
-    ax.set(xscale="log", xlabel="peak learning rate", ylabel="greedy accuracy (held out)", ylim=(0, 1),
-           title=f"learning-rate sweep ({sweep['n_eval']} problems, measured {sweep['measured']})")
+    ax.set(
+        xscale="log",
+        xlabel="peak learning rate",
+        ylabel="greedy accuracy (held out)",
+        ylim=(0, 1),
+        title=f"learning-rate sweep ({sweep['n_eval']} problems, measured {sweep['measured']})",
+    )
     ax.legend(frameon=False)
     return fig
 
@@ -157,11 +171,14 @@ def update_norms(table, by_layer) -> plt.Figure:
     axes[0].barh(runs, table["delta_norm"], color=[color_of(r) for r in runs])
     axes[0].invert_yaxis()
     axes[0].set(xscale="log", xlabel="||dW||_F over all modules (log)", title="update norm")
-    per_layer = by_layer.groupby(["run", "layer"])["norm"].apply(lambda x: float((x**2).sum() ** 0.5)).reset_index()
+    per_layer = (
+        by_layer.groupby(["run", "layer"])["norm"].apply(lambda x: float((x**2).sum() ** 0.5)).reset_index()
+    )
     for run in runs:
         part = per_layer[per_layer["run"] == run]
-        axes[1].plot(part["layer"], part["norm"], marker="o", ms=3, label=run, color=color_of(run),
-                     ls=line_style(run))
+        axes[1].plot(
+            part["layer"], part["norm"], marker="o", ms=3, label=run, color=color_of(run), ls=line_style(run)
+        )
     axes[1].set(yscale="log", xlabel="layer", ylabel="||dW||_F of the layer", title="by layer")
     axes[1].legend(frameon=False, fontsize=8, ncol=2, bbox_to_anchor=(1.02, 1), loc="upper left")
     return fig

@@ -42,8 +42,18 @@ def cosine_heatmap(report: Mapping) -> plt.Figure:
     mat = cosine_matrix(report)
     size = 0.55 * len(mat) + 2
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(mat, annot=True, fmt=".2f", cmap="RdBu_r", vmin=-1, vmax=1, square=True, ax=ax,
-                annot_kws={"fontsize": 8}, cbar_kws={"shrink": 0.7, "label": "global cosine"})
+    sns.heatmap(
+        mat,
+        annot=True,
+        fmt=".2f",
+        cmap="RdBu_r",
+        vmin=-1,
+        vmax=1,
+        square=True,
+        ax=ax,
+        annot_kws={"fontsize": 8},
+        cbar_kws={"shrink": 0.7, "label": "global cosine"},
+    )
     ax.set_title("cosine of the weight updates")
     return fig
 
@@ -62,8 +72,12 @@ def angle_distributions(report: Mapping, ref: str = "sft") -> plt.Figure:
     fig, ax = plt.subplots(figsize=(max(6, 0.8 * data["run"].nunique() + 2), 3.8))
     sns.boxplot(data=data, x="run", y="angle", hue="which", ax=ax, fliersize=2, palette=["C0", "C1"])
     ax.axhline(90, color="grey", lw=1, ls=":")
-    ax.set(ylim=(0, 92), ylabel=f"principal angle to {ref} (deg)", xlabel="",
-           title=f"top-{report['k']} output subspaces: angles to {ref}, over modules")
+    ax.set(
+        ylim=(0, 92),
+        ylabel=f"principal angle to {ref} (deg)",
+        xlabel="",
+        title=f"top-{report['k']} output subspaces: angles to {ref}, over modules",
+    )
     ax.tick_params(axis="x", rotation=30)
     ax.legend(frameon=False, title="angle")
     return fig
@@ -80,14 +94,23 @@ def orthogonal_by_layer(report: Mapping, ref: str = "sft") -> plt.Figure:
         entry, flipped = pair_entry(report, ref, name)
         # orth_frac is b's share outside a's space; we want `name` outside `ref`.
         series = entry["orth_frac_rev_by_layer" if flipped else "orth_frac_by_layer"]
-        axes[0].plot(layers, series, marker="o", ms=3, label=name, color=color_of(name),
-                     ls=line_style(name))
-    axes[0].set(ylim=(0, 1.02), xlabel="layer", ylabel=f"orthogonal fraction to {ref}",
-                title=f"||dW - P_{ref} dW|| / ||dW||")
+        axes[0].plot(layers, series, marker="o", ms=3, label=name, color=color_of(name), ls=line_style(name))
+    axes[0].set(
+        ylim=(0, 1.02),
+        xlabel="layer",
+        ylabel=f"orthogonal fraction to {ref}",
+        title=f"||dW - P_{ref} dW|| / ||dW||",
+    )
     axes[0].legend(frameon=False, fontsize=8, ncol=2)
     for name in report["methods"]:
-        axes[1].plot(layers, report["per_method"][name]["norm_by_layer"], marker="o", ms=3, label=name,
-                     color=color_of(name))
+        axes[1].plot(
+            layers,
+            report["per_method"][name]["norm_by_layer"],
+            marker="o",
+            ms=3,
+            label=name,
+            color=color_of(name),
+        )
     axes[1].set(yscale="log", xlabel="layer", ylabel="||dW||_F", title="update norm by layer")
     return fig
 
@@ -95,11 +118,22 @@ def orthogonal_by_layer(report: Mapping, ref: str = "sft") -> plt.Figure:
 def effective_ranks(report: Mapping, rank: int | None = None) -> plt.Figure:
     """Effective rank of each update (median over modules, with the spread)."""
     set_style()
-    rows = [{"run": n, "effective rank": v} for n in report["methods"]
-            for v in report["per_method"][n]["effective_rank_by_module"]]
+    rows = [
+        {"run": n, "effective rank": v}
+        for n in report["methods"]
+        for v in report["per_method"][n]["effective_rank_by_module"]
+    ]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(report["methods"]) + 2), 3.4))
-    sns.boxplot(data=pd.DataFrame(rows), x="run", y="effective rank", ax=ax, fliersize=2,
-                hue="run", palette={n: color_of(n) for n in report["methods"]}, legend=False)
+    sns.boxplot(
+        data=pd.DataFrame(rows),
+        x="run",
+        y="effective rank",
+        ax=ax,
+        fliersize=2,
+        hue="run",
+        palette={n: color_of(n) for n in report["methods"]},
+        legend=False,
+    )
     if rank:
         ax.axhline(rank, color="grey", ls=":", lw=1)
         ax.text(-0.4, rank, f" LoRA rank {rank}", va="bottom", fontsize=8, color="grey")
@@ -124,8 +158,11 @@ def path_curves(curves: Mapping[str, Mapping], measure: str = "answer_ce") -> pl
         ax.set_xticks([0, 0.5, 1], [a, "0.5", b], fontsize=8)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.supylabel({"answer_ce": "answer CE (nats/token)", "solution_nll": "solution NLL (nats/token)"}.get(
-        measure, measure))
+    fig.supylabel(
+        {"answer_ce": "answer CE (nats/token)", "solution_nll": "solution NLL (nats/token)"}.get(
+            measure, measure
+        )
+    )
     fig.tight_layout()
     return fig
 
@@ -167,9 +204,18 @@ def mcnemar_heatmap(evaluation: Mapping, adjusted: bool = True) -> plt.Figure:
         mat.loc[a, b] = mat.loc[b, a] = p
     size = 0.55 * len(names) + 2
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(np.log10(mat.clip(lower=1e-12)), annot=mat.map(lambda p: f"{p:.2g}"), fmt="", ax=ax,
-                cmap="mako", vmin=-6, vmax=0, square=True, annot_kws={"fontsize": 7},
-                cbar_kws={"shrink": 0.7, "label": "log10 p"})
+    sns.heatmap(
+        np.log10(mat.clip(lower=1e-12)),
+        annot=mat.map(lambda p: f"{p:.2g}"),
+        fmt="",
+        ax=ax,
+        cmap="mako",
+        vmin=-6,
+        vmax=0,
+        square=True,
+        annot_kws={"fontsize": 7},
+        cbar_kws={"shrink": 0.7, "label": "log10 p"},
+    )
     ax.set_title(f"exact McNemar p ({'Holm-adjusted' if adjusted else 'raw'})")
     return fig
 
@@ -177,8 +223,8 @@ def mcnemar_heatmap(evaluation: Mapping, adjusted: bool = True) -> plt.Figure:
 def _split_pair(pair: str, names: Sequence[str]) -> tuple[str, str]:
     """Split "a-b" where names may themselves contain no '-' (ours use '_')."""
     for name in names:
-        if pair.startswith(name + "-") and pair[len(name) + 1:] in names:
-            return name, pair[len(name) + 1:]
+        if pair.startswith(name + "-") and pair[len(name) + 1 :] in names:
+            return name, pair[len(name) + 1 :]
     raise KeyError(f"cannot split pair {pair!r} into two of {list(names)}")
 
 

@@ -61,8 +61,11 @@ def sample_completions(
         torch.manual_seed(seed * 100_003 + start)
         gen = model.generate(
             **enc,
-            **({"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-               if temperature > 0 else {"do_sample": False}),
+            **(
+                {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
+                if temperature > 0
+                else {"do_sample": False}
+            ),
             max_new_tokens=max_new_tokens,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
@@ -99,7 +102,9 @@ def _corrupt_answer(solution: str, rng: random.Random) -> str:
     return "\n".join(lines)
 
 
-def oracle_completions(problems: Sequence[dict], k: int, error_rate: float, seed: int) -> list[tuple[str, None]]:
+def oracle_completions(
+    problems: Sequence[dict], k: int, error_rate: float, seed: int
+) -> list[tuple[str, None]]:
     """The smoke profile's teacher: gold solutions, each wrong with probability `error_rate`.
 
     Used where a model good enough to be partly right cannot be trained in seconds.
@@ -115,7 +120,9 @@ def oracle_completions(problems: Sequence[dict], k: int, error_rate: float, seed
     return out
 
 
-def grade(problems: Sequence[dict], prompts: Sequence[str], samples: Sequence[tuple[str, float | None]], k: int):
+def grade(
+    problems: Sequence[dict], prompts: Sequence[str], samples: Sequence[tuple[str, float | None]], k: int
+):
     """Join samples to their problems and grade each with the answer checker."""
     from .data import is_correct
 
@@ -167,12 +174,16 @@ def read_rollouts(path: str | Path) -> list[dict]:
             raise RolloutError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
         missing = [f for f in REQUIRED_FIELDS if f not in record]
         if missing:
-            hint = " (rollouts must be graded: add a 0/1 `reward` per completion)" if "reward" in missing else ""
+            hint = (
+                " (rollouts must be graded: add a 0/1 `reward` per completion)" if "reward" in missing else ""
+            )
             raise RolloutError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}{hint}")
         try:
             record["reward"] = float(record["reward"])
         except (TypeError, ValueError):
-            raise RolloutError(f"{path}:{lineno}: field `reward` is not a number: {record['reward']!r}") from None
+            raise RolloutError(
+                f"{path}:{lineno}: field `reward` is not a number: {record['reward']!r}"
+            ) from None
         record.setdefault("correct", record["reward"] > 0)
         record.setdefault("sample_logp", None)
         records.append(record)

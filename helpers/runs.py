@@ -22,19 +22,21 @@ def run_table(adapters: dict[str, Path]) -> pd.DataFrame:
     for name, folder in adapters.items():
         meta = read_json(Path(folder) / "train_meta.json")
         log = read_json(Path(folder) / "training_log.json")
-        rows.append({
-            "run": name,
-            "method": meta["method"],
-            "control": meta.get("control") or "",
-            "lr": meta["lr"],
-            "steps": meta["steps"],
-            "rows": meta.get("rows"),
-            "epochs": meta.get("epochs"),
-            "seconds": meta["seconds"],
-            "first_loss": log[0]["loss"] if log else float("nan"),
-            "last_loss": log[-1]["loss"] if log else float("nan"),
-            "delta_norm": global_norm(load_deltas(folder)),
-        })
+        rows.append(
+            {
+                "run": name,
+                "method": meta["method"],
+                "control": meta.get("control") or "",
+                "lr": meta["lr"],
+                "steps": meta["steps"],
+                "rows": meta.get("rows"),
+                "epochs": meta.get("epochs"),
+                "seconds": meta["seconds"],
+                "first_loss": log[0]["loss"] if log else float("nan"),
+                "last_loss": log[-1]["loss"] if log else float("nan"),
+                "delta_norm": global_norm(load_deltas(folder)),
+            }
+        )
     return pd.DataFrame(rows).set_index("run")
 
 
@@ -44,8 +46,15 @@ def norms_by_layer(adapters: dict[str, Path]) -> pd.DataFrame:
     for name, folder in adapters.items():
         deltas = load_deltas(folder)
         for module, norm in frobenius_norms(deltas).items():
-            rows.append({"run": name, "module": module, "layer": deltas[module].layer,
-                         "projection": deltas[module].projection, "norm": norm})
+            rows.append(
+                {
+                    "run": name,
+                    "module": module,
+                    "layer": deltas[module].layer,
+                    "projection": deltas[module].projection,
+                    "norm": norm,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -86,7 +86,9 @@ class PretrainLog:
         return self.tokens / max(self.seconds, 1e-9)
 
 
-def _encode_corpus(tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int) -> list[list[int]]:
+def _encode_corpus(
+    tokenizer: PreTrainedTokenizerFast, texts: Sequence[str], max_length: int
+) -> list[list[int]]:
     eos = tokenizer.eos_token_id
     ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     return [seq[: max_length - 1] + [eos] for seq in ids]

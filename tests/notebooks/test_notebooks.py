@@ -5,7 +5,6 @@ earlier ones) and assert on the JSON numbers each chapter writes, never on rende
 """
 
 import ast
-import os
 from pathlib import Path
 
 import nbformat
@@ -44,8 +43,14 @@ def test_notebook_is_committed_thin_and_without_outputs(path: Path):
 
 def _run(name: str, tmp_path: Path) -> dict:
     src = next(p for p in NOTEBOOKS if p.stem == name)
-    papermill.execute_notebook(str(src), str(tmp_path / src.name), parameters={"PROFILE": PROFILE},
-                               kernel_name="python3", cwd=str(src.parent), progress_bar=False)
+    papermill.execute_notebook(
+        str(src),
+        str(tmp_path / src.name),
+        parameters={"PROFILE": PROFILE},
+        kernel_name="python3",
+        cwd=str(src.parent),
+        progress_bar=False,
+    )
     return load_results(PROFILE, name)
 
 

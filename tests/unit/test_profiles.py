@@ -24,7 +24,11 @@ def test_paper_profile_holds_the_study_settings():
     assert p.train.lr_for("sft") == 5e-6 and p.train.lr_for("dpo") == 5e-7
     assert p.train.batch_size * p.train.grad_accum == 32
     assert (p.train.scheduler, p.train.warmup_ratio, p.train.weight_decay, p.train.max_grad_norm) == (
-        "cosine", 0.05, 0.01, 1.0)
+        "cosine",
+        0.05,
+        0.01,
+        1.0,
+    )
     assert p.train.beta == 0.1 and p.seed == 42 and p.train.bf16 and p.rollouts.k == 4
     assert p.data.train_source == "agentica-org/DeepScaleR-Preview-Dataset"
 

@@ -33,14 +33,26 @@ def tiny():
 def test_sampling_is_seeded_and_logps_match_teacher_forcing(tiny):
     problems, tok, model = tiny
     prompts = prompts_for(problems[:2], tok)
-    a = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
-                           batch_size=4, seed=7)
-    b = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
-                           batch_size=4, seed=7)
+    a = sample_completions(
+        model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=7
+    )
+    b = sample_completions(
+        model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=7
+    )
     assert a == b and len(a) == 6
     # The stored logp is the model's own log-probability of the sampled tokens, padding or not.
-    samples = sample_completions(model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12,
-                                 batch_size=4, seed=7, return_ids=True)
+    samples = sample_completions(
+        model,
+        tok,
+        prompts,
+        k=3,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=12,
+        batch_size=4,
+        seed=7,
+        return_ids=True,
+    )
     for index in (0, 5):
         _, logp, new_ids = samples[index]
         prompt_ids = tok(prompts[index // 3], add_special_tokens=False)["input_ids"]
@@ -55,9 +67,14 @@ def test_grading_and_summary_counts():
     problems = generate_problems(3, seed=2)
     prompts = [build_prompt(p["question"]) for p in problems]
     wrong = "It is #### 100000"
-    samples = [(problems[0]["solution"], -1.0), (wrong, -2.0),  # mixed group: one pair
-               (problems[1]["solution"], -1.0), (problems[1]["solution"], -1.0),  # all right
-               (wrong, -3.0), (wrong, -3.0)]  # all wrong
+    samples = [
+        (problems[0]["solution"], -1.0),
+        (wrong, -2.0),  # mixed group: one pair
+        (problems[1]["solution"], -1.0),
+        (problems[1]["solution"], -1.0),  # all right
+        (wrong, -3.0),
+        (wrong, -3.0),
+    ]  # all wrong
     records = grade(problems, prompts, samples, k=2)
     assert [r["reward"] for r in records] == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
     assert records[2]["prompt_id"] == 1 and records[2]["prompt"] == prompts[1]
