@@ -342,33 +342,20 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
             "orth_frac_by_module": [math.sqrt(_ratio(vals["resid_b"][m], norms_b[m])) for m in modules],
             "orth_frac_rev_by_module": [math.sqrt(_ratio(vals["resid_a"][m], norms_a[m])) for m in modules],
         }
-        for key in (
-            "angle_min",
-            "angle_max",
-            "angle_min_input",
-            "angle_max_input",
-            "top1_output",
-            "top1_input",
-        ):
+        for key in _SERIES:
             series = [vals[key][m] for m in modules]
-            summary = _median(series) if key.startswith("angle") else _mean(series)
-            entry[f"{key}_{'median' if key.startswith('angle') else 'mean'}"] = summary
+            if key.startswith("angle"):
+                entry[f"{key}_median"] = _median(series)
+            else:
+                entry[f"{key}_mean"] = _mean(series)
             entry[f"{key}_by_module"] = series
         report["pairs"].append(entry)
     return report
 
 
-_PAIR_KEYS = (
-    "inner",
-    "resid_a",
-    "resid_b",
-    "angle_min",
-    "angle_max",
-    "angle_min_input",
-    "angle_max_input",
-    "top1_output",
-    "top1_input",
-)
+# per-module pair metrics: angles summarised by their median, alignments by their mean
+_SERIES = ("angle_min", "angle_max", "angle_min_input", "angle_max_input", "top1_output", "top1_input")
+_PAIR_KEYS = ("inner", "resid_a", "resid_b", *_SERIES)
 
 
 def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: str) -> None:
@@ -388,43 +375,31 @@ def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: st
     out["top1_input"][module] = abs(float(cross_v[0, 0])) if both else nan
 
 
+# (header, report key, format) of the pair table's numeric columns
+_COLUMNS = (
+    ("cosine", "global_cosine", "{:.3f}"),
+    ("ang.min", "angle_min_median", "{:.1f}"),
+    ("ang.max", "angle_max_median", "{:.1f}"),
+    ("orth(b|a)", "orth_frac", "{:.3f}"),
+    ("orth(a|b)", "orth_frac_rev", "{:.3f}"),
+    ("top1 out", "top1_output_mean", "{:.3f}"),
+    ("top1 in", "top1_input_mean", "{:.3f}"),
+)
+
+
 def report_table(report: dict) -> str:
     """The report as aligned text: one row per adapter, then one row per pair."""
-    method_rows = [["adapter", "norm", "eff.rank(med)"]]
-    for n, m in report["per_method"].items():
-        method_rows.append([n, f"{m['norm']:.4g}", f"{m['effective_rank_median']:.2f}"])
-    k = report["k"]
-    pair_rows = [
-        [
-            "a",
-            "b",
-            "cosine",
-            f"ang.min(k={k})",
-            f"ang.max(k={k})",
-            "orth(b|a)",
-            "orth(a|b)",
-            "top1 out",
-            "top1 in",
-        ]
+    methods = [["adapter", "norm", "eff.rank(med)"]] + [
+        [n, f"{m['norm']:.4g}", f"{m['effective_rank_median']:.2f}"] for n, m in report["per_method"].items()
     ]
-    for p in report["pairs"]:
-        pair_rows.append(
-            [
-                p["a"],
-                p["b"],
-                f"{p['global_cosine']:.3f}",
-                f"{p['angle_min_median']:.1f}",
-                f"{p['angle_max_median']:.1f}",
-                f"{p['orth_frac']:.3f}",
-                f"{p['orth_frac_rev']:.3f}",
-                f"{p['top1_output_mean']:.3f}",
-                f"{p['top1_input_mean']:.3f}",
-            ]
-        )
-    note = "angles: degrees, median over modules; orth(b|a): share of b outside a's output subspace"
-    return "\n\n".join([_align(method_rows), _align(pair_rows) if len(pair_rows) > 1 else "", note]).replace(
-        "\n\n\n\n", "\n\n"
+    pairs = [["a", "b", *(header for header, _, _ in _COLUMNS)]] + [
+        [p["a"], p["b"], *(fmt.format(p[key]) for _, key, fmt in _COLUMNS)] for p in report["pairs"]
+    ]
+    note = (
+        f"angles: degrees between top-{report['k']} left singular subspaces, median over modules\n"
+        "orth(b|a): share of b outside a's output subspace; top1: mean |<u1, u1'>| over modules"
     )
+    return "\n\n".join([_align(methods), *([_align(pairs)] if report["pairs"] else []), note])
 
 
 def _align(rows: list[list[str]]) -> str:

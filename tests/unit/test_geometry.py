@@ -217,7 +217,9 @@ def test_global_and_layer_cosine():
 def test_pairwise_report_against_dense():
     base = adapter(1)
     deltas = {"sft": base, "rft": adapter(2, shared=base), "dpo": adapter(3)}
-    report = pairwise_report(deltas, k=3, progress=False)
+    threads = torch.get_num_threads()
+    report = pairwise_report(deltas, k=3, progress=False, threads=1)
+    assert torch.get_num_threads() == threads  # the loop's thread setting is restored
     assert [(p["a"], p["b"]) for p in report["pairs"]] == [("sft", "rft"), ("sft", "dpo"), ("rft", "dpo")]
     assert report["layers"] == [0, 1] and report["modules"] == list(base)
     for pair in report["pairs"]:
