@@ -166,6 +166,28 @@ def orthogonal_fraction(
     return _ratio(math.sqrt(residual_sq), math.sqrt(norm_sq))
 
 
+def orthogonal_fractions(
+    deltas_b: dict[str, LowRankDelta], deltas_a: dict[str, LowRankDelta], k: int | None = None
+) -> dict:
+    """orthogonal_fraction of every module of b against a, per layer and global.
+
+    Per layer and global: sqrt(summed squared residuals / summed squared norms), i.e.
+    the share of the flattened update outside a's per-module output subspaces.
+    """
+    check_compatible(deltas_b, deltas_a, "b", "a")
+    resid, norm = {}, {}
+    for m in deltas_b:
+        sa, sb = factored_svd(deltas_a[m]), factored_svd(deltas_b[m])
+        u_a = sa.U if k is None else sa.U[:, :k]
+        resid[m], norm[m] = _residual_sq(u_a, sb.U, sb.S, u_a.T @ sb.U)
+    groups = _layer_groups(list(deltas_b), deltas_b)
+    return {
+        "global": math.sqrt(_ratio(sum(resid.values()), sum(norm.values()))),
+        "by_layer": dict(zip(groups, _grouped_ratio(resid, norm, groups, root=True), strict=True)),
+        "by_module": {m: math.sqrt(_ratio(resid[m], norm[m])) for m in deltas_b},
+    }
+
+
 def _residual_sq(
     u_a: torch.Tensor, u_b: torch.Tensor, s_b: torch.Tensor, cross: torch.Tensor
 ) -> tuple[float, float]:

@@ -76,6 +76,17 @@ def test_load_matches_peft_merge(tmp_path):
         torch.testing.assert_close(delta.dense(), expected, atol=1e-6, rtol=1e-5)
 
 
+def test_load_bin_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    before, after = save_adapter(tmp_path / "a")
+    safetensors = tmp_path / "a" / "adapter_model.safetensors"
+    torch.save(load_file(str(safetensors)), tmp_path / "a" / "adapter_model.bin")
+    safetensors.unlink()
+    for name, delta in load_deltas(tmp_path / "a").items():
+        torch.testing.assert_close(delta.dense(), (after[name] - before[name]).double(), atol=1e-6, rtol=1e-5)
+
+
 def test_rslora_scale(tmp_path):
     before, after = save_adapter(tmp_path / "a", use_rslora=True)
     deltas = load_deltas(tmp_path / "a")

@@ -22,6 +22,7 @@ from helpers.geometry import (
     json_safe,
     main,
     orthogonal_fraction,
+    orthogonal_fractions,
     pairwise_report,
     principal_angles,
     report_table,
@@ -212,6 +213,20 @@ def test_global_and_layer_cosine():
         assert by_layer[layer] == pytest.approx(la @ lb / np.linalg.norm(la) / np.linalg.norm(lb), rel=1e-10)
     with pytest.raises(AdapterError, match="different modules"):
         global_cosine(a, {k: v for k, v in b.items() if "q_proj" not in k})
+
+
+def test_orthogonal_fractions_global_and_by_layer():
+    a = adapter(1)
+    b = adapter(2, shared=a)
+    result = orthogonal_fractions(b, a)
+    resid = {m: (dense_orth(b[m], a[m]) * b[m].frobenius_norm()) ** 2 for m in a}
+    assert result["global"] == pytest.approx(math.sqrt(sum(resid.values())) / global_norm(b), rel=1e-8)
+    for layer in (0, 1):
+        mods = [m for m in a if a[m].layer == layer]
+        want = math.sqrt(sum(resid[m] for m in mods) / sum(b[m].frobenius_norm() ** 2 for m in mods))
+        assert result["by_layer"][layer] == pytest.approx(want, rel=1e-8)
+    assert result["by_module"] == pytest.approx({m: dense_orth(b[m], a[m]) for m in a}, rel=1e-8)
+    assert 0.05 < result["global"] < 0.95
 
 
 def test_pairwise_report_against_dense():
