@@ -18,7 +18,7 @@ ifneq ($(PROFILE),paper)
 export HF_HUB_OFFLINE := 1
 endif
 
-.PHONY: install book notebooks html test test-unit test-notebooks lab lint format bench clean clean-runs
+.PHONY: install browser book notebooks html test test-unit test-notebooks lab lint format bench clean clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,17 @@ notebooks: install
 	$(PY) -m helpers.book --profile $(PROFILE) --no-html
 
 ## Unit tests, then every notebook on the smoke profile, then the built-book checks.
-test: install
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Debian's Chromium and ChromeDriver for the rendered-book check (skipped where apt-get cannot run).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium and chromium-driver for the book's browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium: the browser test will be skipped"; \
+	else echo "no chromium and no root apt-get: the browser test will be skipped"; fi
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

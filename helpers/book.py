@@ -37,6 +37,10 @@ def execute(
     """
     import papermill
 
+    # The rendered book shows results, not progress bars and library deprecation notices;
+    # kernels inherit these (interactive runs keep both).
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     for nb in notebooks():
@@ -67,9 +71,9 @@ def execute(
     return timings
 
 
-def assemble(executed: Path) -> Path:
-    """Copy the book's sources and the executed notebooks into `_build/src`."""
-    src = BUILD_DIR / "src"
+def assemble(executed: Path, src: Path | None = None) -> Path:
+    """Copy the book's sources and the executed notebooks into `src` (default `_build/src`)."""
+    src = src or BUILD_DIR / "src"
     if src.exists():
         shutil.rmtree(src)
     src.mkdir(parents=True)
@@ -77,12 +81,28 @@ def assemble(executed: Path) -> Path:
         shutil.copy2(REPO_ROOT / name, src / name)
     shutil.copytree(REPO_ROOT / "book", src / "book")
     shutil.copytree(executed, src / "notebooks", ignore=shutil.ignore_patterns(".*", "*.failed.ipynb"))
+    for nb in (src / "notebooks").glob("*.ipynb"):
+        _show_only_the_parameters_used(nb)
     return src
 
 
-def render(src: Path) -> Path:
-    """jupyter-book build with warnings as errors; the html lands in `_build/html`."""
-    html = BUILD_DIR / "html"
+def _show_only_the_parameters_used(path: Path) -> None:
+    """Hide the notebook's default `parameters` cell; papermill's injected cell shows the values used."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    if not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells):
+        return
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(nb, path)
+
+
+def render(src: Path, html: Path | None = None) -> Path:
+    """jupyter-book build with warnings as errors; the html lands in `html` (default `_build/html`)."""
+    html = html or BUILD_DIR / "html"
     cmd = [
         str(Path(sys.executable).with_name("jupyter-book")),
         "build",

@@ -249,6 +249,7 @@ def load_problems(
     seed: int = 0,
     min_steps: int = 2,
     max_steps: int = 4,
+    max_result: int = 999,
 ) -> list[dict[str, str]]:
     """Problems of `split` from `source`, each {"id", "question", "solution", "answer"}.
 
@@ -262,7 +263,7 @@ def load_problems(
     if source == "generated":
         if n is None:
             raise DataError("load_problems: source 'generated' needs n (how many problems to generate)")
-        return generate_problems(n, seed, split, min_steps, max_steps)
+        return generate_problems(n, seed, split, min_steps, max_steps, max_result)
     if path is not None:
         problems = read_jsonl(path, prefix=f"gsm8k-{split}" if source == "gsm8k" else None)
     elif source == "gsm8k":

@@ -381,6 +381,7 @@ def load_eval_set(
         seed=data.seed,
         min_steps=data.min_steps,
         max_steps=data.max_steps,
+        max_result=data.max_result,
     )
     _check_problems(problems)
     # An answer column written `\boxed{70}` (AIME sets) is stored as the bare "70", so that

@@ -71,7 +71,12 @@ def problems_stage(profile: Profile) -> Path:
     d = profile.data
 
     def build(tmp: Path) -> None:
-        common = {"seed": d.seed, "min_steps": d.min_steps, "max_steps": d.max_steps}
+        common = {
+            "seed": d.seed,
+            "min_steps": d.min_steps,
+            "max_steps": d.max_steps,
+            "max_result": d.max_result,
+        }
         train = load_problems(d.train_source, "train", n=d.n_train_prompts, path=d.train_path, **common)
         held_out = load_problems(d.eval_source, "test", n=d.n_eval_problems, path=d.eval_path, **common)
         _write_jsonl(tmp / "train.jsonl", train)
@@ -79,12 +84,7 @@ def problems_stage(profile: Profile) -> Path:
         if profile.model.student == "tiny":
             # A separate seed: the corpus the models learn from is not the prompt set itself.
             corpus = load_problems(
-                "generated",
-                "train",
-                n=profile.model.pretrain_problems,
-                seed=d.seed + 1,
-                min_steps=d.min_steps,
-                max_steps=d.max_steps,
+                "generated", "train", n=profile.model.pretrain_problems, **{**common, "seed": d.seed + 1}
             )
             _write_jsonl(tmp / "pretrain.jsonl", corpus)
 

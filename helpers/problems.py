@@ -267,37 +267,41 @@ def _apply(op: str, x: int, n: int) -> int:
     return x // n
 
 
-def _operand(rng: random.Random, op: str, x: int) -> int | None:
-    """A small operand that keeps the result a positive integer below MAX_RESULT, or None."""
+def _operand(rng: random.Random, op: str, x: int, max_result: int = MAX_RESULT) -> int | None:
+    """A small operand that keeps the result a positive integer up to max_result, or None."""
     if op == "+":
-        hi = min(20, MAX_RESULT - x)
+        hi = min(20, max_result - x)
         return rng.randint(2, hi) if hi >= 2 else None
     if op == "-":
         hi = min(20, x - 1)  # leave at least one
         return rng.randint(2, hi) if hi >= 2 else None
     if op == "*":
-        options = [n for n in (2, 3, 4, 5) if x * n <= MAX_RESULT and (n <= 3 or x <= 20)]
+        options = [n for n in (2, 3, 4, 5) if x * n <= max_result and (n <= 3 or x <= 20)]
         return rng.choice(options) if options else None
     options = [n for n in range(2, 11) if x % n == 0 and x // n >= 2]
     return rng.choice(options) if options else None
 
 
-def _one_problem(rng: random.Random, n_steps: int) -> tuple[str, str, int]:
+def _one_problem(rng: random.Random, n_steps: int, max_result: int = MAX_RESULT) -> tuple[str, str, int]:
     """Draw one problem with exactly n_steps computations: (question, solution, answer)."""
     template = rng.choice(TEMPLATES)
     name, pron = rng.choice(NAMES)
     words = {"name": name, "pron": pron, "Pron": pron.capitalize(), "item": rng.choice(template.items)}
     start_op = rng.choice(sorted(template.start))
-    a = rng.randint(2, 12 if start_op == "*" else 20)
-    b = rng.randint(2, 20)
+    if start_op == "*":
+        a = rng.randint(2, min(12, max_result // 2))
+        b = rng.randint(2, min(20, max_result // a))
+    else:
+        a = rng.randint(2, min(20, max_result // 2 - 1))
+        b = rng.randint(2, min(20, max_result - a))
     x = _apply(start_op, a, b)
     q_text, s_text = template.start[start_op]
     question = [q_text.format(a=a, b=b, **words)]
     solution = [s_text.format(a=a, b=b, x=x, **words)]
     for _ in range(n_steps - 1):
-        while True:  # "+" is always possible below MAX_RESULT - 2, so this ends
+        while True:  # "+" or "-" is always possible, so this ends
             op = rng.choices(OPS, weights=OP_WEIGHTS)[0]
-            n = _operand(rng, op, x)
+            n = _operand(rng, op, x, max_result)
             if n is not None:
                 break
         y = _apply(op, x, n)
@@ -317,12 +321,19 @@ def split_of(question: str) -> str:
 
 
 def generate_problems(
-    n: int, seed: int, split: str = "train", min_steps: int = 2, max_steps: int = 4
+    n: int,
+    seed: int,
+    split: str = "train",
+    min_steps: int = 2,
+    max_steps: int = 4,
+    max_result: int = MAX_RESULT,
 ) -> list[dict[str, str]]:
     """`n` distinct problems of `split`, each {"id", "question", "solution", "answer"}.
 
-    Deterministic in (n, seed, split, min_steps, max_steps); a longer list starts
-    with the shorter one. Ids are "gen-<split>-<index>".
+    Deterministic in (n, seed, split, min_steps, max_steps, max_result); a longer list
+    starts with the shorter one. Ids are "gen-<split>-<index>". `max_result` bounds
+    every intermediate and final number (difficulty for a small model is mostly the
+    number of digits it must add and multiply).
     """
     if split not in SPLITS:
         raise ValueError(f"generate_problems: split must be one of {SPLITS}, got {split!r}")
@@ -330,6 +341,8 @@ def generate_problems(
         raise ValueError(f"generate_problems: need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
     if n < 0:
         raise ValueError(f"generate_problems: n must be non-negative, got {n}")
+    if max_result < 12:
+        raise ValueError(f"generate_problems: max_result must be at least 12, got {max_result}")
     rng = random.Random(f"wsg-problems-{seed}")  # str seeds are hashed stably across runs
     problems: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -338,7 +351,7 @@ def generate_problems(
         attempts += 1
         if attempts > 50 * n + 1000:
             raise ValueError(f"generate_problems: could not find {n} distinct {split} problems")
-        question, solution, answer = _one_problem(rng, rng.randint(min_steps, max_steps))
+        question, solution, answer = _one_problem(rng, rng.randint(min_steps, max_steps), max_result)
         if question in seen or split_of(question) != split:
             continue
         seen.add(question)

@@ -63,6 +63,7 @@ class DataConfig:
     n_eval_problems: int = 256
     min_steps: int = 2
     max_steps: int = 4
+    max_result: int = 999  # largest number in a generated problem (difficulty for a small model)
     seed: int = 1234
 
 

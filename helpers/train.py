@@ -377,24 +377,23 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--profile", required=True, help="smoke | tiny | paper | path to a profile .yaml")
     parser.add_argument("--method", required=True, help="sft rft dft rift grpo dpo rift_paper grpo_paper")
     parser.add_argument("--control", choices=sorted(CONTROLS), default=None)
-    parser.add_argument(
-        "--base", help="base model folder (default: profile.model.student when it is a hub id)"
-    )
-    parser.add_argument("--rollouts", help="graded rollouts jsonl (default: profile.model.rollouts_file)")
+    parser.add_argument("--base", help="base model folder or hub id (default: the profile's student)")
+    parser.add_argument("--rollouts", help="graded rollouts jsonl (default: the profile's rollouts stage)")
     parser.add_argument("--out", help="output folder (default: <runs>/<profile>/train-<method>[-<control>])")
-    parser.add_argument("--init", help="shared LoRA init folder (default: <runs>/<profile>/lora_init)")
+    parser.add_argument("--init", help="shared LoRA init folder (default: the profile's lora_init-<hash>)")
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
-    base = args.base or (profile.model.student if profile.model.student != "tiny" else None)
-    if base is None:
-        parser.error("--base is required: the tiny student is built by the pipeline's base stage")
-    rollouts = args.rollouts or profile.model.rollouts_file
-    if rollouts is None:
-        parser.error("--rollouts is required (profile.model.rollouts_file is not set)")
+    from helpers import pipeline
+
+    pipeline.configure_environment(profile)
+    # Missing inputs come from the pipeline's cached stages (built once, by the main process).
+    with PartialState().main_process_first():
+        base = args.base or pipeline.student_dir(profile)
+        rollouts = args.rollouts or str(pipeline.rollouts_stage(profile) / "rollouts.jsonl")
     root = runs_root() / profile.name
     name = f"train-{args.method}" + (f"-{args.control}" if args.control else "")
     out = Path(args.out) if args.out else root / name
-    init = Path(args.init) if args.init else root / "lora_init"
+    init = Path(args.init) if args.init else pipeline.lora_init_dir(profile)
     result = train_method(profile, args.method, base, rollouts, out, init, control=args.control)
     if PartialState().is_main_process:
         print(f"adapter saved to {result}")

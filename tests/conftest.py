@@ -1,7 +1,11 @@
-"""Test-wide settings: never reach the hub, and keep every run folder in a fresh temporary directory."""
+"""Test-wide settings, and the one executed copy of the book that notebook and book tests share.
+
+Never reach the hub; keep every run folder in a fresh temporary directory; one thread.
+"""
 
 import os
 import tempfile
+from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
@@ -15,6 +19,25 @@ os.environ["WSG_RUNS"] = tempfile.mkdtemp(prefix="wsg-test-runs-")
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+SMOKE_BUILD = REPO / "_build" / "test-book"
+
+
+@pytest.fixture(scope="session")
+def smoke_book() -> dict:
+    """Every notebook executed on `smoke` (in chapter order) and the book rendered from them.
+
+    Returns the folders and per-notebook wall times; a failing notebook fails every test
+    that uses this fixture, with papermill's cell error.
+    """
+    from helpers import book
+
+    executed = SMOKE_BUILD / "executed"
+    timings = book.execute("smoke", executed)
+    html = book.render(book.assemble(executed, SMOKE_BUILD / "src"), SMOKE_BUILD / "html")
+    return {"executed": executed, "html": html, "timings": timings}
