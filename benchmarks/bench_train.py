@@ -28,20 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoModelForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen3Config,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import TrainerCallback, TrainingArguments  # noqa: E402
 
 from helpers import train as T  # noqa: E402
 from helpers.losses import loss_hparams  # noqa: E402
 from helpers.method_data import build_method_dataset, load_rollouts  # noqa: E402
 from helpers.profiles import load_profile  # noqa: E402
 from helpers.prompting import build_completion, build_prompt  # noqa: E402
+from helpers.tiny_model import build_model, save_model, train_tokenizer  # noqa: E402
 from helpers.trainer import MethodCollator, MethodTrainer, tokenize_dataset  # noqa: E402
 
 METHODS = ("sft", "rft", "dft", "rift", "rift_paper", "grpo", "grpo_paper", "dpo")
@@ -94,36 +88,9 @@ def synthetic_rollouts(n_prompts: int, k: int, seed: int = 0) -> list[dict]:
 
 
 def random_base(folder: Path, profile, rollouts: list[dict]) -> Path:
-    """A random Qwen3 of the profile's tiny shape, with a byte-level BPE trained on the rollouts."""
-    cfg = profile.model
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    bpe = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([r["prompt"] + r["completion"] for r in rollouts], trainer=bpe)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.hidden_size,
-        num_hidden_layers=cfg.num_layers,
-        num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads,
-        head_dim=cfg.head_dim,
-        intermediate_size=cfg.intermediate_size,
-        max_position_embeddings=cfg.max_length,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    """A random Qwen3 of the profile's tiny shape, with the pipeline's tokenizer trained on the rollouts."""
+    tokenizer = train_tokenizer([r["prompt"] + r["completion"] for r in rollouts], profile.model.vocab_size)
+    return save_model(build_model(profile.model, len(tokenizer)), tokenizer, folder)
 
 
 class RefEveryStepTrainer(MethodTrainer):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers.cka import CKAError, cka_by_layer, hidden_states, linear_cka
+from tests.builders import make_model, make_tokenizer
 
 
 def hsic_biased(K, L):
@@ -94,26 +95,9 @@ def test_bad_input():
 
 
 def tiny_model_and_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen3Config
-
-    words = "[PAD] [EOS] [UNK] Question : Answer how many apples does Tom have ? 1 2 3 4 5 + = #### .".split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
-    )
-    config = Qwen3Config(
-        vocab_size=len(words),
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-    )
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
+    words = "Question : Answer how many apples does Tom have ? 1 2 3 4 5 + = #### ."
+    tokenizer = make_tokenizer(texts=[words], word_level=True)
+    return make_model(len(tokenizer), num_layers=3, tie_word_embeddings=False), tokenizer
 
 
 PROMPTS = ["Question : how many apples ? Answer :", "Question : 1 + 2 = ? Answer :", "Tom have 3 apples ."]

@@ -19,6 +19,7 @@ from helpers.connectivity import (
 )
 from helpers.deltas import load_deltas
 from helpers.prompting import build_completion, build_prompt
+from tests.builders import make_adapter, make_model, make_tokenizer
 
 PROBLEMS = [
     {
@@ -40,52 +41,24 @@ PROBLEMS = [
         "answer": "12",
     },
 ]
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 def tokenizer_for(problems):
     """A word-level tokenizer whose vocabulary covers every prompt and completion."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[EOS]", "[UNK]"]
-    for p in problems:
-        for text in (build_prompt(p["question"]), build_completion(p["solution"]), f"#### {p['answer']}"):
-            words += text.split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(dict.fromkeys(words))}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", unk_token="[UNK]"
-    )
+    texts = [
+        text
+        for p in problems
+        for text in (build_prompt(p["question"]), build_completion(p["solution"]), f"#### {p['answer']}")
+    ]
+    return make_tokenizer(texts=texts, word_level=True)
 
 
 def base_model(vocab_size):
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    config = Qwen3Config(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config).eval()
+    return make_model(vocab_size, tie_word_embeddings=False)
 
 
 def save_adapter(path, vocab_size, seed):
-    from peft import LoraConfig, get_peft_model
-
-    peft_model = get_peft_model(base_model(vocab_size), LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-    peft_model.save_pretrained(path)
+    make_adapter(base_model(vocab_size), seed=seed, scale=0.5).save_pretrained(path)
     return path
 
 

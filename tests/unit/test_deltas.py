@@ -14,41 +14,18 @@ from helpers.deltas import (
     load_deltas,
     parse_module,
 )
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-def tiny_model(seed=0, hidden=32):
-    from transformers import AutoModelForCausalLM, Qwen3Config
-
-    config = Qwen3Config(
-        vocab_size=64,
-        hidden_size=hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-    )
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(config).eval()
+from tests.builders import LORA_TARGETS, make_adapter, make_model
 
 
 def save_adapter(path, seed=1, base_name=None, hidden=32, **lora_kwargs):
     """A PEFT adapter with a nonzero lora_B; returns (base weights, merged weights) by module."""
-    from peft import LoraConfig, get_peft_model
-
-    base = tiny_model(hidden=hidden)
+    base = make_model(64, hidden_size=hidden, tie_word_embeddings=False)
     if base_name:
         base.config.name_or_path = base_name
-    before = {n: m.weight.detach().clone() for n, m in base.named_modules() if n.split(".")[-1] in TARGETS}
-    kwargs = {"r": 4, "lora_alpha": 8, "target_modules": TARGETS, **lora_kwargs}
-    peft_model = get_peft_model(base, LoraConfig(**kwargs))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    before = {
+        n: m.weight.detach().clone() for n, m in base.named_modules() if n.split(".")[-1] in LORA_TARGETS
+    }
+    peft_model = make_adapter(base, seed=seed, scale=0.1, **lora_kwargs)
     peft_model.save_pretrained(path)
     if base_name:  # PEFT records the base from the model's config; make sure it is written
         cfg_path = path / "adapter_config.json"

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen3Config
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
 import helpers.evaluate as ev
 from helpers import stats
 from helpers.data import load_problems
 from helpers.profiles import load_profile
 from helpers.prompting import build_prompt
+from tests.builders import make_adapter, make_model, make_tokenizer
 
 GSM8K_TEST = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
 PROMPTS = [
@@ -33,31 +33,12 @@ def tokenizer() -> PreTrainedTokenizerFast:
     texts = [
         build_prompt(p["question"]) + " " + p["solution"] for p in load_problems("generated", "train", n=60)
     ]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=320,
-        special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
+    return make_tokenizer(320, texts)
 
 
 def _model(tokenizer, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        intermediate_size=64,
-    )
-    return AutoModelForCausalLM.from_config(config).eval()
+    # untied: test_stops_at_eos edits one lm_head row and must leave the embeddings alone
+    return make_model(len(tokenizer), seed=seed, tie_word_embeddings=False)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +199,7 @@ def test_load_eval_set_profiles_and_boxed_jsonl(tmp_path, tokenizer, monkeypatch
 
 
 def test_evaluate_adapter_matches_in_memory(tmp_path, tokenizer):
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import PeftModel
 
     problems = load_problems("generated", "test", n=4, seed=3)
     base_dir = tmp_path / "base"
@@ -226,17 +207,8 @@ def test_evaluate_adapter_matches_in_memory(tmp_path, tokenizer):
     tokenizer.save_pretrained(base_dir)
     adapters = {}
     for seed in (10, 11):
-        peft_model = get_peft_model(
-            _model(tokenizer, seed=2),
-            LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]),
-        )
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.normal_(0, 0.5)  # PEFT starts B at zero; make the adapter do something
         adapters[f"a{seed}"] = tmp_path / f"a{seed}"
-        peft_model.save_pretrained(adapters[f"a{seed}"])
+        make_adapter(_model(tokenizer, seed=2), seed=seed).save_pretrained(adapters[f"a{seed}"])
 
     def in_memory(adapter):
         model = AutoModelForCausalLM.from_pretrained(base_dir)

@@ -6,10 +6,10 @@ import dataclasses
 import json
 
 import pytest
-from conftest_train import make_rollouts
 
 from helpers.method_data import MethodDataError, build_method_dataset, rollout_summary
 from helpers.profiles import TrainConfig
+from tests.builders import make_rollouts
 
 
 def group(rewards: list[float], pid: int = 0) -> list[dict]:

@@ -33,26 +33,12 @@ def tiny():
 def test_sampling_is_seeded_and_logps_match_teacher_forcing(tiny):
     problems, tok, model = tiny
     prompts = prompts_for(problems[:2], tok)
-    a = sample_completions(
-        model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=7
-    )
-    b = sample_completions(
-        model, tok, prompts, k=3, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=7
-    )
+    sampling = dict(k=3, temperature=1.0, top_p=1.0, max_new_tokens=12, batch_size=4, seed=7)
+    a = sample_completions(model, tok, prompts, **sampling)
+    b = sample_completions(model, tok, prompts, **sampling)
     assert a == b and len(a) == 6
     # The stored logp is the model's own log-probability of the sampled tokens, padding or not.
-    samples = sample_completions(
-        model,
-        tok,
-        prompts,
-        k=3,
-        temperature=1.0,
-        top_p=1.0,
-        max_new_tokens=12,
-        batch_size=4,
-        seed=7,
-        return_ids=True,
-    )
+    samples = sample_completions(model, tok, prompts, **sampling, return_ids=True)
     for index in (0, 5):
         _, logp, new_ids = samples[index]
         prompt_ids = tok(prompts[index // 3], add_special_tokens=False)["input_ids"]

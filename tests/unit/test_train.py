@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest_train import make_rollouts, save_base
 from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
@@ -21,6 +20,7 @@ from helpers import losses, train
 from helpers.method_data import MethodDataError
 from helpers.profiles import load_profile
 from helpers.train import TrainConfigError, TrainingDiverged, make_lora_init, train_method
+from tests.builders import make_rollouts, save_base
 
 REPO = Path(__file__).resolve().parents[2]
 

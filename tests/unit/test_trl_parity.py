@@ -6,12 +6,12 @@ import copy
 
 import pytest
 import torch
-from conftest_train import make_model, make_rollouts, make_tokenizer
 from datasets import Dataset
 
 from helpers import losses
 from helpers.logps import token_logps
 from helpers.prompting import tokenize_pair
+from tests.builders import make_model, make_rollouts, make_tokenizer
 
 trl = pytest.importorskip("trl")
 
