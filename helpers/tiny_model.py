@@ -117,8 +117,13 @@ def pretrain(
     device: str = "cpu",
     checkpoints: dict[int, Path] | None = None,
     desc: str = "pretrain",
+    restarts: Sequence[int] = (),
 ) -> PretrainLog:
     """Next-token pretraining on full problem texts (AdamW, warmup then cosine decay).
+
+    `restarts` are steps where a new warmup-cosine cycle begins (SGDR, Loshchilov & Hutter
+    2017): a checkpoint saved at the end of a cycle has its learning rate annealed, so one
+    run yields a weaker model (end of the first cycle) and a stronger one (end of the last).
 
     `checkpoints` maps a step to a folder where the model and tokenizer are saved when
     that step is reached, so one run can yield both a weaker and a stronger model.
@@ -131,12 +136,15 @@ def pretrain(
     gen = torch_generator(seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    warmup = max(1, steps // 20)
+    bounds = [0, *sorted(s for s in restarts if 0 < s < steps), steps]
 
     def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        start, end = next((a, b) for a, b in zip(bounds, bounds[1:], strict=False) if step < b)
+        warmup = max(1, (end - start) // 20)
+        if step - start < warmup:
+            return (step - start + 1) / warmup
+        progress = (step - start - warmup) / max(1, end - start - warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     checkpoints = dict(checkpoints or {})

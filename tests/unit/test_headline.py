@@ -6,14 +6,33 @@ from helpers.headline import headline_table
 
 
 def _results():
-    cos = {"sft-rft": 0.9, "sft-rift": 0.8, "rft-rift": 0.85, "dft-sft": 0.5, "dft-rift": 0.4,
-           "grpo-sft": 0.6, "grpo-rft": 0.7, "grpo-rift": 0.8, "dpo-sft": 0.05, "dpo-rft": 0.07, "dpo-rift": 0.06}
+    cos = {
+        "sft-rft": 0.9,
+        "sft-rift": 0.8,
+        "rft-rift": 0.85,
+        "dft-sft": 0.5,
+        "dft-rift": 0.4,
+        "grpo-sft": 0.6,
+        "grpo-rft": 0.7,
+        "grpo-rift": 0.8,
+        "dpo-sft": 0.05,
+        "dpo-rft": 0.07,
+        "dpo-rift": 0.06,
+    }
     return {
         "03_delta_geometry": {
-            "geometry": {"global_cosine": cos, "median_smallest_angle": {"sft-rft": 5.0},
-                         "orthogonal_fraction": {"grpo-sft": 0.6},
-                         "orthogonal_fraction_by_layer": {"grpo-sft": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]}},
-            "per_method": {"sft": {"norm": 2.0}, "rft": {"norm": 3.0}, "rift": {"norm": 4.0}, "dpo": {"norm": 0.3}},
+            "geometry": {
+                "global_cosine": cos,
+                "median_smallest_angle": {"sft-rft": 5.0},
+                "orthogonal_fraction": {"grpo-sft": 0.6},
+                "orthogonal_fraction_by_layer": {"grpo-sft": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]},
+            },
+            "per_method": {
+                "sft": {"norm": 2.0},
+                "rft": {"norm": 3.0},
+                "rift": {"norm": 4.0},
+                "dpo": {"norm": 0.3},
+            },
             "pairs": [],
         },
         "06_evaluation": {"evaluation": {"accuracy": {"dpo": 0.5, "base": 0.25}, "mcnemar_p": {}}},

@@ -34,8 +34,10 @@ def test_problems_stage_is_keyed_by_its_inputs(runs):
 
 def test_rollouts_file_the_user_brings_replaces_sampling(runs, tmp_path):
     smoke = load_profile("smoke")
-    records = [{"prompt_id": i // 2, "prompt": f"p{i // 2}", "completion": f"#### {i}", "reward": float(i % 2)}
-               for i in range(8)]
+    records = [
+        {"prompt_id": i // 2, "prompt": f"p{i // 2}", "completion": f"#### {i}", "reward": float(i % 2)}
+        for i in range(8)
+    ]
     path = tmp_path / "mine.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     profile = dataclasses.replace(smoke, model=dataclasses.replace(smoke.model, rollouts_file=str(path)))
