@@ -165,7 +165,8 @@ def base_stage(profile: Profile) -> Path:
         )
         runs = []
         if same_run:
-            # One run yields both: the student is an early checkpoint, the teacher the end.
+            # One run of two learning-rate cycles yields both: the student at the end of the
+            # first, the teacher (trained longer) at the end of the second.
             runs.append(
                 (
                     "student+teacher",
@@ -200,6 +201,8 @@ def base_stage(profile: Profile) -> Path:
                 device=device,
                 checkpoints={**ckpts, **probes},
                 desc=f"pretrain {name}",
+                # Anneal before the student checkpoint too, so both ends are converged models.
+                restarts=[m.student_steps] if name == "student+teacher" else [],
             )
             if steps == 0:
                 save_model(model, tokenizer, tmp / "student")

@@ -105,6 +105,17 @@ def _encode_corpus(
     return [seq[: max_length - 1] + [eos] for seq in ids]
 
 
+def lr_factor(step: int, steps: int, restarts: Sequence[int] = ()) -> float:
+    """Multiplier of the peak learning rate: per cycle a 5% linear warmup, then cosine down to 5%."""
+    bounds = [0, *sorted(s for s in restarts if 0 < s < steps), steps]
+    start, end = next(((a, b) for a, b in zip(bounds, bounds[1:], strict=False) if step < b), bounds[-2:])
+    warmup = max(1, (end - start) // 20)
+    if step - start < warmup:
+        return (step - start + 1) / warmup
+    progress = min(1.0, (step - start - warmup) / max(1, end - start - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 def pretrain(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerFast,
@@ -136,17 +147,7 @@ def pretrain(
     gen = torch_generator(seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    bounds = [0, *sorted(s for s in restarts if 0 < s < steps), steps]
-
-    def lr_at(step: int) -> float:
-        start, end = next((a, b) for a, b in zip(bounds, bounds[1:], strict=False) if step < b)
-        warmup = max(1, (end - start) // 20)
-        if step - start < warmup:
-            return (step - start + 1) / warmup
-        progress = (step - start - warmup) / max(1, end - start - warmup)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps, restarts))
     checkpoints = dict(checkpoints or {})
     start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=desc, leave=False)

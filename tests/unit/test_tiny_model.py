@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -54,3 +55,14 @@ def test_pretraining_lowers_the_loss_and_is_seeded():
     assert logs[0].loss == logs[1].loss  # same seed, same numbers
     assert logs[0].loss[-1] < 0.85 * math.log(len(tok))  # well below a uniform guess
     assert logs[0].tokens > 0 and logs[0].tokens_per_second > 0
+
+
+def test_learning_rate_cycles_anneal_before_each_checkpoint():
+    from helpers.tiny_model import lr_factor
+
+    one = [lr_factor(s, 100) for s in range(100)]
+    assert one[0] == pytest.approx(0.2) and max(one) == pytest.approx(1.0) and one[-1] < 0.06
+    two = [lr_factor(s, 100, restarts=[40]) for s in range(100)]
+    assert two[39] < 0.06  # annealed at the end of the first cycle (the student checkpoint)
+    assert two[40] == pytest.approx(1 / 3) and two[42] == pytest.approx(1.0)  # warm restart, 3-step warmup
+    assert two[-1] < 0.06 and lr_factor(100, 100, [40]) < 0.06  # the scheduler's final call is defined
