@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from .cache import atomic_write_json, cached_stage, read_json, runs_root, stable
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
-STAGE_VERSIONS = {"problems": 1, "base": 1, "rollouts": 1, "adapter": 1, "evaluation": 1}
+STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 1, "evaluation": 1}
 CURVE_PROBLEMS = 64  # held-out problems per probe
 
 
@@ -141,8 +140,6 @@ def base_stage(profile: Profile) -> Path:
 
     For hub models there is nothing to build; the folder only records the ids.
     """
-    from .seeding import seed_everything
-
     m = profile.model
     problems_dir = problems_stage(profile)
 
@@ -150,96 +147,18 @@ def base_stage(profile: Profile) -> Path:
         if m.student != "tiny":
             atomic_write_json(tmp / "base.json", {"student": m.student, "teacher": m.teacher})
             return
-        from .problems import problem_corpus
-        from .tiny_model import build_model, count_parameters, pretrain, save_model, train_tokenizer
+        from .base_models import build_tiny_base
 
-        corpus_rows = read_jsonl(problems_dir / "pretrain.jsonl")
-        seed_everything(profile.seed)
-        tokenizer = train_tokenizer(problem_corpus(corpus_rows), m.vocab_size)
-        texts = [p + c for p, c in _pretrain_texts(corpus_rows, tokenizer)]
-        device = resolve_device(profile)
-        same_run = (
-            m.teacher == "tiny"
-            and m.teacher_hidden_size == m.hidden_size
-            and m.teacher_steps > m.student_steps
-        )
-        runs = []
-        if same_run:
-            # One run of two learning-rate cycles yields both: the student at the end of the
-            # first, the teacher (trained longer) at the end of the second.
-            runs.append(
-                (
-                    "student+teacher",
-                    m.hidden_size,
-                    m.teacher_steps,
-                    {m.student_steps: tmp / "student", m.teacher_steps: tmp / "teacher"},
-                )
-            )
-        else:
-            runs.append(("student", m.hidden_size, m.student_steps, {m.student_steps: tmp / "student"}))
-            if m.teacher == "tiny" and m.teacher_steps > 0:
-                runs.append(
-                    ("teacher", m.teacher_hidden_size, m.teacher_steps, {m.teacher_steps: tmp / "teacher"})
-                )
-        held_out = read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS]
-        logs, curves = {}, {}
-        for name, hidden, steps, ckpts in runs:
-            every = max(1, steps // max(1, m.accuracy_probes))
-            probes = {s: tmp / f"probe-{name}-{s}" for s in range(every, steps + 1, every) if s not in ckpts}
-            if m.accuracy_probes == 0:
-                probes = {}
-            model = build_model(m, len(tokenizer), hidden_size=hidden, seed=profile.seed)
-            log = pretrain(
-                model,
-                tokenizer,
-                texts,
-                steps,
-                m.pretrain_batch,
-                m.pretrain_lr,
-                m.max_length,
-                seed=profile.seed,
-                device=device,
-                checkpoints={**ckpts, **probes},
-                desc=f"pretrain {name}",
-                # Anneal before the student checkpoint too, so both ends are converged models.
-                restarts=[m.student_steps] if name == "student+teacher" else [],
-            )
-            if steps == 0:
-                save_model(model, tokenizer, tmp / "student")
-            logs[name] = {
-                "steps": log.steps,
-                "loss": log.loss,
-                "seconds": log.seconds,
-                "tokens": log.tokens,
-                "tokens_per_second": log.tokens_per_second,
-                "parameters": count_parameters(model),
-                "hidden_size": hidden,
-            }
-            # Accuracy along pretraining: how the student and the teacher checkpoints were chosen.
-            curves[name] = {}
-            for step, folder in sorted({**ckpts, **probes}.items()):
-                curves[name][str(step)] = {
-                    mode: _accuracy(folder, held_out, profile, sampled=mode == "sampled")
-                    for mode in ("greedy", "sampled")
-                }
-            for folder in probes.values():
-                shutil.rmtree(folder)
-        atomic_write_json(tmp / "pretrain_log.json", logs)
-        atomic_write_json(tmp / "accuracy_curve.json", curves)
-        atomic_write_json(
-            tmp / "base.json", {"student_steps": m.student_steps, "teacher_steps": m.teacher_steps}
+        build_tiny_base(
+            profile,
+            read_jsonl(problems_dir / "pretrain.jsonl"),
+            read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS],
+            tmp,
+            score=lambda folder, problems, sampled: _accuracy(folder, problems, profile, sampled),
+            device=resolve_device(profile),
         )
 
     return cached_stage("base", _base_inputs(profile), build, run_root(profile))
-
-
-def _pretrain_texts(rows: list[dict], tokenizer) -> list[tuple[str, str]]:
-    """Pretraining sees exactly the prompt/completion format used later."""
-    from .prompting import build_completion, build_prompt
-
-    return [
-        (build_prompt(r["question"], tokenizer), build_completion(r["solution"], tokenizer)) for r in rows
-    ]
 
 
 def student_dir(profile: Profile) -> str:

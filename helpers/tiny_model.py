@@ -105,14 +105,12 @@ def _encode_corpus(
     return [seq[: max_length - 1] + [eos] for seq in ids]
 
 
-def lr_factor(step: int, steps: int, restarts: Sequence[int] = ()) -> float:
-    """Multiplier of the peak learning rate: per cycle a 5% linear warmup, then cosine down to 5%."""
-    bounds = [0, *sorted(s for s in restarts if 0 < s < steps), steps]
-    start, end = next(((a, b) for a, b in zip(bounds, bounds[1:], strict=False) if step < b), bounds[-2:])
-    warmup = max(1, (end - start) // 20)
-    if step - start < warmup:
-        return (step - start + 1) / warmup
-    progress = min(1.0, (step - start - warmup) / max(1, end - start - warmup))
+def lr_factor(step: int, steps: int) -> float:
+    """Multiplier of the peak learning rate: a 5% linear warmup, then cosine down to 5%."""
+    warmup = max(1, steps // 20)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -128,13 +126,8 @@ def pretrain(
     device: str = "cpu",
     checkpoints: dict[int, Path] | None = None,
     desc: str = "pretrain",
-    restarts: Sequence[int] = (),
 ) -> PretrainLog:
     """Next-token pretraining on full problem texts (AdamW, warmup then cosine decay).
-
-    `restarts` are steps where a new warmup-cosine cycle begins (SGDR, Loshchilov & Hutter
-    2017): a checkpoint saved at the end of a cycle has its learning rate annealed, so one
-    run yields a weaker model (end of the first cycle) and a stronger one (end of the last).
 
     `checkpoints` maps a step to a folder where the model and tokenizer are saved when
     that step is reached, so one run can yield both a weaker and a stronger model.
@@ -147,7 +140,7 @@ def pretrain(
     gen = torch_generator(seed)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps, restarts))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, steps))
     checkpoints = dict(checkpoints or {})
     start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=desc, leave=False)

@@ -57,12 +57,23 @@ def test_pretraining_lowers_the_loss_and_is_seeded():
     assert logs[0].tokens > 0 and logs[0].tokens_per_second > 0
 
 
-def test_learning_rate_cycles_anneal_before_each_checkpoint():
+def test_learning_rate_warms_up_then_anneals():
     from helpers.tiny_model import lr_factor
 
-    one = [lr_factor(s, 100) for s in range(100)]
-    assert one[0] == pytest.approx(0.2) and max(one) == pytest.approx(1.0) and one[-1] < 0.06
-    two = [lr_factor(s, 100, restarts=[40]) for s in range(100)]
-    assert two[39] < 0.06  # annealed at the end of the first cycle (the student checkpoint)
-    assert two[40] == pytest.approx(1 / 3) and two[42] == pytest.approx(1.0)  # warm restart, 3-step warmup
-    assert two[-1] < 0.06 and lr_factor(100, 100, [40]) < 0.06  # the scheduler's final call is defined
+    factors = [lr_factor(s, 100) for s in range(101)]  # the scheduler's final call is step 100
+    assert factors[0] == pytest.approx(0.2) and factors[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
+    assert factors[-1] == pytest.approx(0.05)
+
+
+def test_student_is_picked_by_measured_accuracy():
+    from helpers.base_models import select_student
+
+    curve = {100: {"greedy": 0.1}, 200: {"greedy": 0.6}, 300: {"greedy": 0.4}, 400: {"greedy": 0.9}}
+    assert select_student(curve, 400, 100, 0.5)[0] == 200
+    assert select_student(curve, 400, 250, 0.5)[0] == 300  # none from 250 on reaches 0.5: the best
+    step, why = select_student(curve, 400, 100, 0.95)
+    assert step == 200 and "no checkpoint reached" in why  # the best before the teacher's step
+    assert select_student(curve, 400, 300, 0.0)[0] == 300
+    with pytest.raises(ValueError, match="no checkpoint"):
+        select_student(curve, 100, 100, 0.5)
