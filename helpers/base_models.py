@@ -59,7 +59,9 @@ def build_tiny_base(
     m = profile.model
     seed_everything(profile.seed)
     tokenizer = train_tokenizer(problem_corpus(corpus), m.vocab_size)
-    texts = [build_prompt(r["question"], tokenizer) + build_completion(r["solution"], tokenizer) for r in corpus]
+    texts = [
+        build_prompt(r["question"], tokenizer) + build_completion(r["solution"], tokenizer) for r in corpus
+    ]
     shared = m.teacher == "tiny" and m.teacher_hidden_size == m.hidden_size
     runs = [("student+teacher", m.hidden_size, m.teacher_steps)] if shared else [
         ("student", m.hidden_size, m.student_steps),
@@ -68,20 +70,41 @@ def build_tiny_base(
     logs, curves, chosen = {}, {}, {}
     for name, hidden, steps in runs:
         every = max(1, steps // max(1, m.accuracy_probes))
-        points = sorted({*range(every, steps + 1, every), steps, *([m.student_steps] if m.student_steps else [])})
+        points = sorted(
+            {*range(every, steps + 1, every), steps, *([m.student_steps] if m.student_steps else [])}
+        )
         points = [s for s in points if 0 < s <= steps]
         folders = {s: out / f"probe-{name}-{s}" for s in points}
         model = build_model(m, len(tokenizer), hidden_size=hidden, seed=profile.seed)
-        log = pretrain(model, tokenizer, texts, steps, m.pretrain_batch, m.pretrain_lr, m.max_length,
-                       seed=profile.seed, device=device, checkpoints=folders, desc=f"pretrain {name}")
+        log = pretrain(
+            model,
+            tokenizer,
+            texts,
+            steps,
+            m.pretrain_batch,
+            m.pretrain_lr,
+            m.max_length,
+            seed=profile.seed,
+            device=device,
+            checkpoints=folders,
+            desc=f"pretrain {name}",
+        )
         if steps == 0:  # an untrained student (smoke tests of the plumbing)
             folders = {0: out / f"probe-{name}-0"}
             save_model(model, tokenizer, folders[0])
-        logs[name] = {"steps": log.steps, "loss": log.loss, "seconds": log.seconds, "tokens": log.tokens,
-                      "tokens_per_second": log.tokens_per_second, "parameters": count_parameters(model),
-                      "hidden_size": hidden}
-        curve = {s: {mode: score(f, held_out, mode == "sampled") for mode in ("greedy", "sampled")}
-                 for s, f in sorted(folders.items())}
+        logs[name] = {
+            "steps": log.steps,
+            "loss": log.loss,
+            "seconds": log.seconds,
+            "tokens": log.tokens,
+            "tokens_per_second": log.tokens_per_second,
+            "parameters": count_parameters(model),
+            "hidden_size": hidden,
+        }
+        curve = {
+            s: {mode: score(f, held_out, mode == "sampled") for mode in ("greedy", "sampled")}
+            for s, f in sorted(folders.items())
+        }
         curves[name] = {str(s): v for s, v in curve.items()}
         final = max(folders)
         if name in ("student+teacher", "teacher"):
@@ -95,8 +118,10 @@ def build_tiny_base(
                 shutil.copytree(folders[step], out / role)
         for folder in folders.values():
             shutil.rmtree(folder)
-    base = {role: {"run": run, "step": step, "why": why, **curves[run][str(step)]}
-            for role, (run, step, why) in chosen.items()}
+    base = {
+        role: {"run": run, "step": step, "why": why, **curves[run][str(step)]}
+        for role, (run, step, why) in chosen.items()
+    }
     atomic_write_json(out / "pretrain_log.json", logs)
     atomic_write_json(out / "accuracy_curve.json", curves)
     atomic_write_json(out / "base.json", base)

@@ -44,7 +44,9 @@ class ModelConfig:
     pretrain_batch: int = 32
     pretrain_lr: float = 3e-3
     student_steps: int = 400  # earliest checkpoint that may become the student
-    student_accuracy: float = 0.5  # the student: first checkpoint whose greedy accuracy reaches this (0: fixed)
+    student_accuracy: float = (
+        0.5  # the student: first checkpoint whose greedy accuracy reaches this (0: fixed)
+    )
     teacher_steps: int = 900
     teacher_hidden_size: int = 128
     accuracy_probes: int = 6  # checkpoints scored along each pretraining run

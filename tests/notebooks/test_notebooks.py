@@ -134,7 +134,12 @@ def test_06_evaluation(results):
 
 def test_07_findings(results):
     out = results["07_findings"]
-    assert set(out["verdicts"]) == {"i", "ii", "iii", "iv"}
-    assert set(out["verdicts"].values()) <= {"holds", "does not hold", "not measured"}
-    # Every claim was measurable: all the runs and analyses it needs exist on smoke.
-    assert all(c["missing"] == [] for c in out["claims"])
+    for form in ("study_forms", "published_forms"):
+        assert set(out["verdicts"][form]) == {"i", "ii", "iii", "iv"}
+        assert set(out["verdicts"][form].values()) <= {"holds", "does not hold", "not measured"}
+        # Every claim was measurable: all the runs and analyses it needs exist on smoke.
+        assert all(c["missing"] == [] for c in out["claims"][form])
+        # A verdict follows from its checks: "holds" exactly when every check passed.
+        for c in out["claims"][form]:
+            assert (c["verdict"] == "holds") == all(x["ok"] for x in c["checks"])
+    assert out["headline"]["global_cosine.sft_rft"]["ours"] != "not measured"

@@ -58,3 +58,28 @@ def test_missing_numbers_are_not_measured():
     assert table.loc["smallest_angle.sft_dpo", "ours"] == "not measured"
     assert table.loc["gsm8k.five", "ours"] == "not measured"  # sft's accuracy is missing
     assert headline_table({})["ours"].eq("not measured").all()
+
+
+def test_study_forms_replace_the_published_ones():
+    from helpers.headline import rename_methods
+
+    results = {
+        "geometry": {
+            "global_cosine": {
+                "sft-rift": 0.1,
+                "sft-rift_paper": 0.2,
+                "rift_paper-grpo_paper": 0.3,
+                "grpo-rift": 0.9,
+                "sft-dpo": 0.5,
+            }
+        },
+        "accuracy": {"rift": 0.1, "rift_paper": 0.2, "sft": 0.3},
+        "pairs": [{"a": "sft", "b": "grpo", "x": 1}, {"a": "sft", "b": "grpo_paper", "x": 2}],
+        "methods": ["sft", "grpo", "grpo_paper"],
+    }
+    renamed = rename_methods(results)
+    assert renamed["geometry"]["global_cosine"] == {"sft-rift": 0.2, "rift-grpo": 0.3, "sft-dpo": 0.5}
+    assert renamed["accuracy"] == {"rift": 0.2, "sft": 0.3}
+    assert renamed["pairs"] == [{"a": "sft", "b": "grpo", "x": 2}]
+    assert renamed["methods"] == ["sft", "grpo"]
+    assert rename_methods(results, {}) == results  # no mapping, no change
