@@ -32,7 +32,7 @@ def main() -> None:
     from helpers.cache import read_json
     from helpers.pipeline import base_stage, configure_environment, problems_stage, read_jsonl, teacher_ref
     from helpers.profiles import load_profile
-    from helpers.rollouts import prompts_for, sample_completions
+    from helpers.rollouts import prompts_for, sample_rollouts
 
     profile = load_profile(args.profile)
     configure_environment(profile)
@@ -48,18 +48,7 @@ def main() -> None:
     problems = read_jsonl(problems_stage(profile) / "train.jsonl")[: args.prompts]
     prompts = prompts_for(problems, tokenizer)
     start = time.perf_counter()
-    samples = sample_completions(
-        model,
-        tokenizer,
-        prompts,
-        r.k,
-        r.temperature,
-        r.top_p,
-        r.max_new_tokens,
-        r.batch_size,
-        seed=0,
-        return_ids=True,
-    )
+    samples = sample_rollouts(model, tokenizer, prompts, r, seed=0, return_ids=True)
     rollout_seconds = time.perf_counter() - start
     new_tokens = sum(len(ids) for _, _, ids in samples)
 

@@ -198,7 +198,7 @@ def rollouts_stage(profile: Profile) -> Path:
     """K graded teacher completions per training prompt, and their summary."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .rollouts import grade, oracle_completions, prompts_for, read_rollouts, sample_completions, summarize
+    from .rollouts import grade, oracle_completions, prompts_for, read_rollouts, sample_rollouts, summarize
 
     r = profile.rollouts
     problems = read_jsonl(problems_stage(profile) / "train.jsonl")
@@ -218,18 +218,7 @@ def rollouts_stage(profile: Profile) -> Path:
 
             seed_everything(profile.seed)
             model = AutoModelForCausalLM.from_pretrained(teacher).to(resolve_device(profile))
-            samples = sample_completions(
-                model,
-                tokenizer,
-                prompts,
-                r.k,
-                r.temperature,
-                r.top_p,
-                r.max_new_tokens,
-                r.batch_size,
-                seed=profile.seed,
-                desc="teacher rollouts",
-            )
+            samples = sample_rollouts(model, tokenizer, prompts, r, profile.seed, desc="teacher rollouts")
             records = grade(problems, prompts, samples, r.k)
         from .rollouts import write_rollouts
 

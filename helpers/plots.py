@@ -115,19 +115,24 @@ def line_style(run: str) -> str:
     return "--" if run in CONTROL_RUNS else "-"
 
 
+def panel_grid(n: int, cols: int, width: float, height: float):
+    """A figure of n small panels, `cols` to a row, the unused ones switched off."""
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return fig, axes
+
+
 def loss_curves(logs: dict[str, list[dict]], key: str = "loss") -> plt.Figure:
     """Training loss of every run, one small panel each (the losses live on different scales)."""
     set_style()
-    n = len(logs)
-    cols = min(4, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = panel_grid(len(logs), 4, 3.2, 2.4)
     for ax, (name, log) in zip(axes.flat, logs.items(), strict=False):
         ax.plot([e["step"] for e in log], [e[key] for e in log], color=color_of(name))
         ax.set_title(name, fontsize=10)
         ax.tick_params(labelsize=8)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.supxlabel("step")
     fig.supylabel(key)
     fig.tight_layout()

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .plots import color_of, line_style, set_style
+from .plots import color_of, line_style, panel_grid, set_style
 
 
 def pair_entry(report: Mapping, a: str, b: str) -> tuple[dict, bool]:
@@ -145,10 +145,7 @@ def effective_ranks(report: Mapping, rank: int | None = None) -> plt.Figure:
 def path_curves(curves: Mapping[str, Mapping], measure: str = "answer_ce") -> plt.Figure:
     """Held-out loss along the straight line between two updates, one panel per pair."""
     set_style()
-    n = len(curves)
-    cols = min(3, n)
-    rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    fig, axes = panel_grid(len(curves), 3, 4, 3)
     for ax, (pair, curve) in zip(axes.flat, curves.items(), strict=False):
         ts, ys = curve["ts"], curve[measure]
         a, b = pair.split("-", 1)
@@ -156,8 +153,6 @@ def path_curves(curves: Mapping[str, Mapping], measure: str = "answer_ce") -> pl
         ax.plot([ts[0], ts[-1]], [ys[0], ys[-1]], ls=":", color="grey")
         ax.set_title(pair, fontsize=10)
         ax.set_xticks([0, 0.5, 1], [a, "0.5", b], fontsize=8)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     fig.supylabel(
         {"answer_ce": "answer CE (nats/token)", "solution_nll": "solution NLL (nats/token)"}.get(
             measure, measure

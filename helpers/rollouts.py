@@ -86,6 +86,24 @@ def sample_completions(
     return out
 
 
+def sample_rollouts(
+    model: Any, tokenizer: Any, prompts: Sequence[str], config: Any, seed: int, **kwargs: Any
+):
+    """sample_completions with a profile's RolloutConfig (K, temperature, top-p, length, batch)."""
+    return sample_completions(
+        model,
+        tokenizer,
+        prompts,
+        config.k,
+        config.temperature,
+        config.top_p,
+        config.max_new_tokens,
+        config.batch_size,
+        seed=seed,
+        **kwargs,
+    )
+
+
 def _corrupt_answer(solution: str, rng: random.Random) -> str:
     """A wrong worked solution: the final result off by a small nonzero amount."""
     lines = solution.strip().split("\n")

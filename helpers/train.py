@@ -203,6 +203,16 @@ def _init_for(profile: Profile, base_dir: str | os.PathLike, init_dir: Path, con
         return make_lora_init(profile, base_dir, init_dir, seed)
 
 
+def _fresh_tmp(out_dir: Path, state: PartialState) -> Path:
+    """An empty sibling folder to train into (made by the main process), renamed to out_dir at the end."""
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    if state.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    state.wait_for_everyone()
+    return tmp
+
+
 def _finish(tmp: Path, out_dir: Path, model: PeftModel, log_history: list[dict], meta: dict) -> None:
     """Save adapter, log and meta in tmp, then rename tmp to out_dir (main process only)."""
     model.save_pretrained(tmp)
@@ -241,11 +251,7 @@ def train_method(
         for name, values in ref.items():
             ds = ds.add_column(name, values)
 
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    state.wait_for_everyone()
+    tmp = _fresh_tmp(out_dir, state)
     trainer = MethodTrainer(
         model=model,
         args=TrainingArguments(**_training_args(profile, tmp, lr, data_seed)),
@@ -319,11 +325,7 @@ def _train_online_grpo(
     tokenizer, model = _load(profile, base_dir, init_dir)
     k = profile.rollouts.k
     t = profile.train
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    state.wait_for_everyone()
+    tmp = _fresh_tmp(out_dir, state)
     args = _training_args(
         dataclasses.replace(profile, train=dataclasses.replace(t, steps=t.online_grpo_steps)),
         tmp,
