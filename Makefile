@@ -58,12 +58,12 @@ lab: install
 	$(VENV)/bin/jupyter lab notebooks/
 
 lint: install
-	$(VENV)/bin/ruff check helpers tests benchmarks
-	$(VENV)/bin/ruff format --check helpers tests benchmarks
+	$(VENV)/bin/ruff check helpers tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check helpers tests benchmarks notebooks
 
 format: install
-	$(VENV)/bin/ruff format helpers tests benchmarks
-	$(VENV)/bin/ruff check --fix helpers tests benchmarks
+	$(VENV)/bin/ruff format helpers tests benchmarks notebooks
+	$(VENV)/bin/ruff check --fix helpers tests benchmarks notebooks
 
 bench: install
 	$(PY) benchmarks/bench_foundation.py

@@ -230,3 +230,32 @@ def rename_methods(obj: Any, mapping: Mapping[str, str] = STUDY_FORMS) -> Any:
     if isinstance(obj, str) and obj in mapping:
         return mapping[obj]
     return obj
+
+
+def verdict_table(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
+    """One row per claim, one verdict column per form of the losses (e.g. study_forms, published_forms)."""
+    import pandas as pd
+
+    first = next(iter(claims_by_form.values()))
+    columns = {"claim": [c["claim"] for c in first]}
+    columns |= {form.replace("_", " "): [c["verdict"] for c in cs] for form, cs in claims_by_form.items()}
+    return pd.DataFrame(columns, index=[f"({c['id']})" for c in first])
+
+
+def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
+    """Each claim's checks as one markdown line: which criteria passed."""
+    return "\n\n".join(
+        f"**({c['id']}), {label}:** "
+        + "; ".join(f"{x['test']}: {'yes' if x['ok'] else 'no'}" for x in c["checks"])
+        for c in claims
+    )
+
+
+def findings_record(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline) -> dict[str, Any]:
+    """What 07_findings writes: claims with their checks and verdicts per form, and the headline table."""
+    keep = ("id", "claim", "criterion", "verdict", "missing", "checks")
+    return {
+        "claims": {form: [{k: c[k] for k in keep} for c in cs] for form, cs in claims_by_form.items()},
+        "verdicts": {form: {c["id"]: c["verdict"] for c in cs} for form, cs in claims_by_form.items()},
+        "headline": headline.drop(columns=["quantity", "ours_value"]).to_dict(orient="index"),
+    }
