@@ -52,6 +52,16 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+def atomic_write_jsonl(path: str | os.PathLike, rows: list[dict] | tuple[dict, ...]) -> Path:
+    """Atomically write one JSON object per line (a format `datasets` reads)."""
+    return atomic_write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Rows of a jsonl file (blank lines skipped)."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
 def _jsonable(obj: Any) -> Any:
     """Turn numpy and torch scalars and arrays into plain Python for json.dumps."""
     if hasattr(obj, "tolist"):

@@ -12,10 +12,10 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .findings import CLUSTER
 from .study import format_entry, load_study
 
 Value = float | list[float] | None
-CLUSTER = ("sft", "rft", "rift")
 
 
 class _Ours:

@@ -7,12 +7,21 @@ it, a changed knob rebuilds only what depends on it.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
-from .cache import atomic_write_json, cached_stage, read_json, runs_root, stable_hash
+from .cache import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    cached_stage,
+    read_json,
+    read_jsonl,
+    runs_root,
+    stable_hash,
+)
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
@@ -42,15 +51,6 @@ def resolve_device(profile: Profile) -> str:
     return profile.model.device
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """Rows of a jsonl file written by a stage."""
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 # --- stage 1: problems -------------------------------------------------------------
 
 
@@ -66,6 +66,7 @@ def _problems_inputs(profile: Profile) -> dict[str, Any]:
 def problems_stage(profile: Profile) -> Path:
     """Prompts for rollouts (train), held-out problems (eval), and the pretraining corpus."""
     from .data import load_problems
+    from .evaluate import load_eval_set
 
     d = profile.data
 
@@ -77,15 +78,14 @@ def problems_stage(profile: Profile) -> Path:
             "max_result": d.max_result,
         }
         train = load_problems(d.train_source, "train", n=d.n_train_prompts, path=d.train_path, **common)
-        held_out = load_problems(d.eval_source, "test", n=d.n_eval_problems, path=d.eval_path, **common)
-        _write_jsonl(tmp / "train.jsonl", train)
-        _write_jsonl(tmp / "eval.jsonl", held_out)
+        atomic_write_jsonl(tmp / "train.jsonl", train)
+        atomic_write_jsonl(tmp / "eval.jsonl", load_eval_set(profile))
         if profile.model.student == "tiny":
             # A separate seed: the corpus the models learn from is not the prompt set itself.
             corpus = load_problems(
                 "generated", "train", n=profile.model.pretrain_problems, **{**common, "seed": d.seed + 1}
             )
-            _write_jsonl(tmp / "pretrain.jsonl", corpus)
+            atomic_write_jsonl(tmp / "pretrain.jsonl", corpus)
 
     return cached_stage("problems", _problems_inputs(profile), build, run_root(profile))
 
@@ -103,36 +103,21 @@ def _base_inputs(profile: Profile) -> dict[str, Any]:
 
 
 def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: bool) -> float:
-    """Greedy (or temperature-1 sampled) accuracy of a saved model on problems."""
+    """Accuracy of a saved model on problems, one completion each: greedy, or sampled as the rollouts are."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import is_correct
+    from .evaluate import grade_completions
+    from .rollouts import prompts_for, sample_rollouts
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(resolve_device(profile))
-    samples = sample_or_greedy(model, tokenizer, problems, profile, sampled)
-    return sum(is_correct(c, p["answer"]) for c, p in zip(samples, problems, strict=True)) / len(problems)
-
-
-def sample_or_greedy(model, tokenizer, problems: list[dict], profile: Profile, sampled: bool) -> list[str]:
-    """One completion per problem: sampled at the profile's temperature, or greedy."""
-    from .rollouts import prompts_for, sample_completions
-
-    prompts = prompts_for(problems, tokenizer)
-    temperature = profile.rollouts.temperature if sampled else 0.0
-    out = sample_completions(
-        model,
-        tokenizer,
-        prompts,
-        1,
-        temperature,
-        1.0,
-        profile.rollouts.max_new_tokens,
-        profile.rollouts.batch_size,
-        seed=profile.seed,
-        desc="score",
+    once = dataclasses.replace(
+        profile.rollouts, k=1, temperature=profile.rollouts.temperature if sampled else 0.0
     )
-    return [text for text, _ in out]
+    samples = sample_rollouts(
+        model, tokenizer, prompts_for(problems, tokenizer), once, profile.seed, desc="score"
+    )
+    return grade_completions(problems, [text for text, _ in samples])["summary"]["accuracy"]
 
 
 def base_stage(profile: Profile) -> Path:
@@ -181,7 +166,7 @@ def teacher_ref(profile: Profile) -> str:
 def _rollout_inputs(profile: Profile) -> dict[str, Any]:
     rollouts_file = profile.model.rollouts_file
     file_key = (
-        stable_hash(Path(rollouts_file).read_bytes().hex())
+        hashlib.sha256(Path(rollouts_file).read_bytes()).hexdigest()[:16]
         if rollouts_file and Path(rollouts_file).exists()
         else None
     )
@@ -198,7 +183,15 @@ def rollouts_stage(profile: Profile) -> Path:
     """K graded teacher completions per training prompt, and their summary."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .rollouts import grade, oracle_completions, prompts_for, read_rollouts, sample_rollouts, summarize
+    from .rollouts import (
+        grade,
+        oracle_completions,
+        prompts_for,
+        read_rollouts,
+        sample_rollouts,
+        summarize,
+        write_rollouts,
+    )
 
     r = profile.rollouts
     problems = read_jsonl(problems_stage(profile) / "train.jsonl")
@@ -220,8 +213,6 @@ def rollouts_stage(profile: Profile) -> Path:
             model = AutoModelForCausalLM.from_pretrained(teacher).to(resolve_device(profile))
             samples = sample_rollouts(model, tokenizer, prompts, r, profile.seed, desc="teacher rollouts")
             records = grade(problems, prompts, samples, r.k)
-        from .rollouts import write_rollouts
-
         write_rollouts(records, tmp / "rollouts.jsonl")
         atomic_write_json(tmp / "summary.json", summarize(records))
 

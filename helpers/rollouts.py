@@ -172,9 +172,9 @@ def prompts_for(problems: Sequence[dict], tokenizer: Any) -> list[str]:
 
 def write_rollouts(records: Sequence[dict], path: str | Path) -> Path:
     """Write rollouts as jsonl (atomically)."""
-    from .cache import atomic_write_text
+    from .cache import atomic_write_jsonl
 
-    return atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return atomic_write_jsonl(path, list(records))
 
 
 def read_rollouts(path: str | Path) -> list[dict]:

@@ -16,8 +16,11 @@ def training_logs(adapters: dict[str, Path]) -> dict[str, list[dict]]:
     return {name: read_json(Path(folder) / "training_log.json") for name, folder in adapters.items()}
 
 
-def run_table(adapters: dict[str, Path]) -> pd.DataFrame:
-    """One row per run: method, control, learning rate, steps, passes over its data, time, loss, update norm."""
+def run_table(adapters: dict[str, Path], deltas: dict[str, dict]) -> pd.DataFrame:
+    """One row per run: method, control, learning rate, steps, passes over its data, time, loss, update norm.
+
+    `deltas` are the runs' updates as `load_all_deltas` returns them (loaded once per chapter).
+    """
     rows = []
     for name, folder in adapters.items():
         meta = read_json(Path(folder) / "train_meta.json")
@@ -34,24 +37,23 @@ def run_table(adapters: dict[str, Path]) -> pd.DataFrame:
                 "seconds": meta["seconds"],
                 "first_loss": log[0]["loss"] if log else float("nan"),
                 "last_loss": log[-1]["loss"] if log else float("nan"),
-                "delta_norm": global_norm(load_deltas(folder)),
+                "delta_norm": global_norm(deltas[name]),
             }
         )
     return pd.DataFrame(rows).set_index("run")
 
 
-def norms_by_layer(adapters: dict[str, Path]) -> pd.DataFrame:
+def norms_by_layer(deltas: dict[str, dict]) -> pd.DataFrame:
     """Frobenius norm of each module's update, long format: run, module, layer, projection, norm."""
     rows = []
-    for name, folder in adapters.items():
-        deltas = load_deltas(folder)
-        for module, norm in frobenius_norms(deltas).items():
+    for name, run in deltas.items():
+        for module, norm in frobenius_norms(run).items():
             rows.append(
                 {
                     "run": name,
                     "module": module,
-                    "layer": deltas[module].layer,
-                    "projection": deltas[module].projection,
+                    "layer": run[module].layer,
+                    "projection": run[module].projection,
                     "norm": norm,
                 }
             )

@@ -79,8 +79,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, hidden_size: int | None = Non
 
 
 def count_parameters(model: torch.nn.Module) -> int:
-    """Number of distinct parameters (tied embeddings counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    """Number of parameters (`parameters()` yields tied embeddings once)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 @dataclass
