@@ -17,6 +17,7 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
 METHODS = ("sft", "rft", "dft", "rift", "grpo", "dpo")
 VARIANTS = ("rift_paper", "grpo_paper")
+CONTRASTIVE = ("ipo", "dpo_norm", "simpo", "kto")  # chapter 08; in no default `train.methods`
 
 
 class ProfileError(ValueError):
@@ -218,7 +219,7 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
 
 def _validate(profile: Profile, source: str) -> None:
     """Cross-field checks that a type check cannot make."""
-    unknown = [m for m in profile.train.methods if m not in METHODS + VARIANTS]
+    unknown = [m for m in profile.train.methods if m not in METHODS + VARIANTS + CONTRASTIVE]
     if unknown:
         raise ProfileError(f"{source}: `train.methods` has unknown method(s) {unknown}")
     if profile.rollouts.k < 2:
