@@ -341,3 +341,28 @@ def test_each_contrastive_method_trains(tmp_path, base, method: str) -> None:
         assert all("kl" in e for e in log)
     else:
         assert all("rewards_margin" in e for e in log)
+
+
+def test_two_block_batches_put_the_rollouts_first() -> None:
+    from peft import LoraConfig, get_peft_model
+
+    from helpers.trainer import MethodCollator, reference_logps, tokenize_dataset
+
+    tokenizer = make_tokenizer()
+    rollouts = make_rollouts(4, 3)
+    tokenized = {}
+    for method, first, second in (("kto", "completion", "kl_completion"), ("simpo", "chosen", "rejected")):
+        ds = build_method_dataset(rollouts, method, seed=1)
+        tokenized[method] = tokenize_dataset(ds, tokenizer, method, max_length=64)
+        collator = MethodCollator(tokenizer.pad_token_id, blocks=losses.BLOCKS[method])
+        batch = collator([tokenized[method][0], tokenized[method][1]])
+        texts = [
+            tokenizer.decode(ids[m == 1])
+            for ids, m in zip(batch["input_ids"], batch["completion_mask"], strict=True)
+        ]
+        expected = [ds[0][first], ds[1][first], ds[0][second], ds[1][second]]
+        assert [t.strip() for t in texts] == [f"{e.strip()}{tokenizer.eos_token}" for e in expected]
+    peft_model = get_peft_model(make_model(len(tokenizer)), LoraConfig(r=2, target_modules=["q_proj"]))
+    collator = MethodCollator(tokenizer.pad_token_id, blocks=losses.BLOCKS["kto"])
+    ref = reference_logps(peft_model, tokenized["kto"], collator, 4, "cpu", losses.REFERENCE_COLUMNS["kto"])
+    assert set(ref) == {"ref_logps", "ref_kl_logps"} and len(ref["ref_logps"]) == len(rollouts)
