@@ -226,7 +226,12 @@ def test_kto_matches_trl_kto_trainer(tmp_path) -> None:
     rows = make_rollouts(3, 2)  # labels F F T F T T: both kinds in one batch of 6
     data = [{"prompt": r["prompt"], "completion": r["completion"], "label": r["correct"]} for r in rows]
     args = trl.KTOConfig(
-        output_dir=str(tmp_path), beta=0.3, max_length=64, **{**COMMON, "per_device_train_batch_size": 6}
+        output_dir=str(tmp_path),
+        beta=0.3,
+        desirable_weight=1.0,
+        undesirable_weight=1.5,
+        max_length=64,
+        **{**COMMON, "per_device_train_batch_size": 6},
     )
     trainer = trl.KTOTrainer(
         model=model,
@@ -249,7 +254,16 @@ def test_kto_matches_trl_kto_trainer(tmp_path) -> None:
     logps = token_logps(trainer.model, ids, attn, comp)
     reward = batch["label"].float()
     assert 0 < reward.sum() < len(reward)
-    ours, metrics = losses.kto(logps, comp[:, 1:], reward, ref_logps, ref_kl_logps, beta=0.3)
+    ours, metrics = losses.kto(
+        logps,
+        comp[:, 1:],
+        reward,
+        ref_logps,
+        ref_kl_logps,
+        beta=0.3,
+        desirable_weight=1.0,
+        undesirable_weight=1.5,
+    )
     assert metrics["kl"] > 0  # the baseline is active, so a wrong sign or a missing baseline shows
     assert_same_loss_and_grads(ours, theirs, trainer.model)
 
