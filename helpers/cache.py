@@ -242,6 +242,7 @@ def file_key(paths: str | os.PathLike | Sequence[str | os.PathLike] | None) -> A
 
 
 def _sha256_file(path: Path) -> str:
+    # No memo keyed by mtime: an edit within the clock's granularity would keep a stale key.
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
