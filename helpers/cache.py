@@ -88,6 +88,12 @@ def is_done(folder: str | os.PathLike) -> bool:
     return (Path(folder) / DONE).exists()
 
 
+def stage_folder(stage: str, inputs: dict[str, Any], root: str | os.PathLike | None = None) -> Path:
+    """Where `cached_stage` puts the finished folder of `stage` for `inputs`."""
+    root = Path(root) if root is not None else runs_root()
+    return root / f"{stage}-{stable_hash(inputs)}"
+
+
 def cached_stage(
     stage: str,
     inputs: dict[str, Any],
@@ -101,7 +107,7 @@ def cached_stage(
     another process finished the same stage meanwhile, its folder is kept and ours dropped.
     """
     root = Path(root) if root is not None else runs_root()
-    final = root / f"{stage}-{stable_hash(inputs)}"
+    final = stage_folder(stage, inputs, root)
     if is_done(final):
         return final
     root.mkdir(parents=True, exist_ok=True)

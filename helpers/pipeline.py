@@ -21,6 +21,7 @@ from .cache import (
     read_jsonl,
     runs_root,
     stable_hash,
+    stage_folder,
 )
 from .profiles import Profile
 
@@ -294,7 +295,7 @@ def run_names(profile: Profile) -> list[str]:
 
 def adapter_stage(profile: Profile, name: str) -> Path:
     """Train one method or control from the shared init; returns the adapter folder."""
-    from .train import train_method
+    from .train import last_good_path, train_method
 
     method, control = split_run_name(name)
     rollouts = rollouts_stage(profile) / "rollouts.jsonl"
@@ -307,12 +308,22 @@ def adapter_stage(profile: Profile, name: str) -> Path:
         "name": name,
     }
 
+    # Beside the stage, not in its temporary folder: a diverged run's last finite weights outlive it.
+    last_good = last_good_path(stage_folder(f"adapter-{name}", inputs, run_root(profile)))
+
     def build(tmp: Path) -> None:
         from .seeding import seed_everything
 
         seed_everything(profile.train.seed)
         train_method(
-            profile, method, student, rollouts, tmp / "adapter", lora_init_dir(profile), control=control
+            profile,
+            method,
+            student,
+            rollouts,
+            tmp / "adapter",
+            lora_init_dir(profile),
+            control=control,
+            last_good_dir=last_good,
         )
 
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
