@@ -134,7 +134,7 @@ def test_a_dead_runs_temporary_folder_is_removed_by_the_next_run(tmp_path, base,
     dead = live.with_name(re.sub(r"-\d+-([0-9a-f]{8})$", rf"-{pid}-\1", live.name))
     dead.mkdir()
     live.mkdir()  # this process's: left alone
-    train_method(smoke(steps=1), "sft", base, rollouts, tmp_path / "sft", tmp_path / "init")
+    train_method(smoke(steps=1), "sft", base, rollouts, tmp_path / "sft", tmp_path / "inits" / "init")
     assert not dead.exists() and live.exists()
 
 
