@@ -478,6 +478,10 @@ def main(argv: list[str] | None = None) -> Path:
     out = Path(args.out) if args.out else root / name
     check_out_dir(out)
     check_out_dir(last_good_path(out), "last_good", LAST_GOOD_MARKERS)
+    if args.base and args.base.startswith(("/", ".", "~")) and not Path(args.base).expanduser().is_dir():
+        raise TrainConfigError(f"--base {args.base} is not a folder (give a model folder or a hub id)")
+    if args.init:
+        check_out_dir(args.init, "--init", ("adapter_config.json",))
     if args.rollouts and args.control == "online_grpo":
         load_rollouts(args.rollouts)  # names the file, line and field of a bad record
     elif args.rollouts:

@@ -315,6 +315,10 @@ def test_bad_out_rollouts_and_profile_fail_before_any_stage(tmp_path, monkeypatc
     (mine / "notes.txt").write_text("mine")
     err = _one_error_line(capsys, ["--profile", "smoke", "--method", "sft", "--out", str(mine)])
     assert err.startswith("error: --out ") and str(mine) in err
+    err = _one_error_line(capsys, ["--profile", "smoke", "--method", "sft", "--init", str(mine)])
+    assert err.startswith("error: --init ") and str(mine) in err
+    err = _one_error_line(capsys, ["--profile", "smoke", "--method", "sft", "--base", str(tmp_path / "none")])
+    assert err.startswith("error: --base ")
     bad = tmp_path / "graded.jsonl"
     rows = make_rollouts(2, 2)
     rows[1]["reward"] = True
