@@ -54,10 +54,18 @@ def resolve_device(profile: Profile) -> str:
 # --- stage 1: problems -------------------------------------------------------------
 
 
+def _data_inputs(profile: Profile) -> dict[str, Any]:
+    """The data knobs a stage reads; extra evaluation sets are keyed by their own content, so
+    adding one never rebuilds the problems, rollouts or adapters."""
+    data = profile.to_dict()["data"]
+    data.pop("extra_eval_paths", None)
+    return data
+
+
 def _problems_inputs(profile: Profile) -> dict[str, Any]:
     return {
         "v": STAGE_VERSIONS["problems"],
-        "data": profile.to_dict()["data"],
+        "data": _data_inputs(profile),
         "pretrain_problems": profile.model.pretrain_problems,
         "student": profile.model.student,
     }
@@ -314,9 +322,11 @@ def evaluation_stage(
     inputs = {
         "v": STAGE_VERSIONS["evaluation"],
         "runs": {n: str(p) for n, p in runs.items()},
-        "data": profile.to_dict()["data"],
+        "data": _data_inputs(profile),
         "source": source,
-        "path": path,
+        # The file's content, not its name: an edited set is scored again. (A local sha256 until
+        # the shared content-hash helper lands here.)
+        "path": hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None,
         "max_new_tokens": a.eval_max_new_tokens,
         "base": _base_inputs(profile),
     }
