@@ -279,6 +279,13 @@ def _equivalent(gold: str | None, answer: str | None) -> bool:
             stacklevel=3,
         )
         return False
+    return _verify(gold, answer)
+
+
+@functools.lru_cache(maxsize=65536)
+def _verify(gold: str, answer: str) -> bool:
+    """math-verify's verdict on one (gold, answer) pair. Cached: the K rollouts of a prompt
+    often end on the same answer."""
     from math_verify import verify
 
     parsed_gold, parsed = _parse_latex(gold), _parse_latex(answer)
@@ -289,10 +296,7 @@ def _equivalent(gold: str | None, answer: str | None) -> bool:
 
 @functools.lru_cache(maxsize=8192)
 def _parse_latex(text: str) -> tuple:
-    """math-verify's parse of one answer written as LaTeX (or plain: `1/2`); () when it fails.
-
-    Cached: thousands of rollouts share a handful of distinct final answers.
-    """
+    """math-verify's parse of one answer written as LaTeX (or plain: `1/2`); () when it fails."""
     from math_verify import parse
 
     return tuple(parse(f"${text}$", parsing_timeout=SYMBOLIC_TIMEOUT_S))
