@@ -55,6 +55,14 @@ def resolve_device(profile: Profile) -> str:
 # --- stage 1: problems -------------------------------------------------------------
 
 
+def _data_inputs(profile: Profile) -> dict[str, Any]:
+    """The data knobs a stage reads; extra evaluation sets are keyed by their own content, so
+    adding one never rebuilds the problems, rollouts or adapters."""
+    data = profile.to_dict()["data"]
+    data.pop("extra_eval_paths", None)
+    return data
+
+
 def _source_file(source: str, split: str) -> str | Path | None:
     """The local file a data source names by itself (a .jsonl path, or gsm8k's shared copy)."""
     if source == "gsm8k":
@@ -85,7 +93,7 @@ def data_file_keys(profile: Profile) -> dict[str, Any]:
 def _problems_inputs(profile: Profile) -> dict[str, Any]:
     return {
         "v": STAGE_VERSIONS["problems"],
-        "data": profile.to_dict()["data"],
+        "data": _data_inputs(profile),
         "files": data_file_keys(profile),
         "pretrain_problems": profile.model.pretrain_problems,
         "student": profile.model.student,
@@ -344,10 +352,10 @@ def _evaluation_inputs(
     return {
         "v": STAGE_VERSIONS["evaluation"],
         "runs": {n: str(p) for n, p in runs.items()},
-        "data": profile.to_dict()["data"],
+        "data": _data_inputs(profile),
         "files": data_file_keys(profile),
         "source": source,
-        "path": path,
+        # the file's content, not its name: an edited set is scored again
         "source_file": file_key(path if path is not None else source and _source_file(source, "test")),
         "max_new_tokens": a.eval_max_new_tokens,
         "base": _base_inputs(profile),

@@ -65,6 +65,9 @@ class DataConfig:
     eval_source: str = "generated"  # generated | gsm8k | path to a jsonl
     train_path: str | None = None  # local jsonl for train_source
     eval_path: str | None = None  # local jsonl for eval_source
+    # More held-out sets scored in chapter 06 (e.g. the study's AIME 2026): local jsonl files of
+    # question/answer pairs, relative to the repository root unless absolute.
+    extra_eval_paths: tuple[str, ...] = ()
     n_train_prompts: int = 512
     n_eval_problems: int = 256
     min_steps: int = 2
