@@ -65,10 +65,12 @@ def random_adapter(shapes: Shapes, generator: torch.Generator) -> dict[str, LowR
     return out
 
 
-def sample_pair(shapes: Shapes, k: int, generator: torch.Generator) -> dict[str, Any]:
+def sample_pair(
+    shapes: Shapes, k: int, generator: torch.Generator, top_k: int | None = None
+) -> dict[str, Any]:
     """Every measure of one pair of independent random adapters (and per-module angle cosines)."""
     a, b = random_adapter(shapes, generator), random_adapter(shapes, generator)
-    report = pairwise_report({"a": a, "b": b}, k=k, progress=False)
+    report = pairwise_report({"a": a, "b": b}, k=k, progress=False, top_k=top_k)
     (entry,) = report["pairs"]
     out = {key: entry[key] for key in (*MEASURES, *LAYER_MEASURES)}
     out["effective_rank_median"] = report["per_method"]["a"]["effective_rank_median"]
@@ -81,14 +83,14 @@ def sample_pair(shapes: Shapes, k: int, generator: torch.Generator) -> dict[str,
     return out
 
 
-def analytic(shapes: Shapes, k: int) -> dict[str, float]:
+def analytic(shapes: Shapes, k: int, top_k: int | None = None) -> dict[str, float]:
     """Exact expectations under independent rotation-invariant unit-norm module updates.
 
     Per module, with b independent of a and invariant under rotations of both sides,
     E[<a, b>^2] = 1 / (d_out d_in) and E[||P b||^2] = rank(P) / d_out for a fixed
     projector P on the output side. Hence, over M unit-norm modules:
     E[global cosine] = 0, E[global cosine^2] = sum 1 / (d_out d_in) / M^2,
-    E[span fraction^2] = mean of 1 - rank(a) / d_out, top-k the same with min(k, rank),
+    E[span fraction^2] = mean of 1 - rank(a) / d_out, top-k the same with min(top_k, rank),
     E[direction fraction^2] = 1 - E[global cosine^2], and for two random k-dimensional
     output subspaces E[sum of cos^2 of the principal angles] = k^2 / d_out.
     """
@@ -96,11 +98,12 @@ def analytic(shapes: Shapes, k: int) -> dict[str, float]:
     n = len(dims)
     cos2 = sum(1.0 / (o * i) for o, i, _ in dims) / n**2
     top = [min(int(k), q) for _, _, q in dims]
+    reading = [min(int(k if top_k is None else top_k), q) for _, _, q in dims]
     return {
         "global_cosine": 0.0,
         "global_cosine_sq": cos2,
         "orth_frac_sq": sum(1 - q / o for o, _, q in dims) / n,
-        "orth_frac_top_k_sq": sum(1 - t / o for (o, _, _), t in zip(dims, top, strict=True)) / n,
+        "orth_frac_top_k_sq": sum(1 - t / o for (o, _, _), t in zip(dims, reading, strict=True)) / n,
         "orth_frac_direction_sq": 1 - cos2,
         "angle_cos2_sum_mean": sum(t * t / o for (o, _, _), t in zip(dims, top, strict=True)) / n,
     }
@@ -125,32 +128,43 @@ def chance_baseline(
     samples: int = 64,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    top_k: int | None = None,
 ) -> dict[str, Any]:
     """Mean, sd and 5-95% range of each measure over `samples` pairs of random adapters.
 
     `measures[name]` are the global numbers, `by_layer[name]` the same per layer (lists in
-    layer order), `analytic` the exact expectations. Cached as JSON under `cache_dir`
-    (default <runs>/chance) by a hash of the shapes, k, seed, samples and CHANCE_VERSION.
+    layer order), `analytic` the exact expectations. `top_k` is the top-k reading's k (default
+    k, the principal angles'). Cached as JSON under `cache_dir` (default <runs>/chance) by a
+    hash of the shapes, k, top_k, seed, samples and CHANCE_VERSION.
     """
     if samples < 2:
         raise ValueError(f"chance_baseline: need at least 2 samples for a spread, got {samples}")
-    if k < 1:
-        raise ValueError(f"chance_baseline: k must be positive, got {k}")
+    top_k = int(k if top_k is None else top_k)
+    if k < 1 or top_k < 1:
+        raise ValueError(f"chance_baseline: k must be positive, got k={k}, top_k={top_k}")
     shapes = {m: tuple(int(x) for x in s) for m, s in shapes.items()}
     key = stable_hash(
-        {"shapes": shapes, "k": int(k), "seed": int(seed), "samples": int(samples), "v": CHANCE_VERSION}
+        {
+            "shapes": shapes,
+            "k": int(k),
+            "top_k": top_k,
+            "seed": int(seed),
+            "samples": int(samples),
+            "v": CHANCE_VERSION,
+        }
     )
     path = Path(cache_dir if cache_dir is not None else runs_root() / "chance") / f"chance-{key}.json"
     if path.is_file():
         return read_json(path)
     generator = torch.Generator().manual_seed(int(seed))
     draws = [
-        sample_pair(shapes, k, generator)
+        sample_pair(shapes, k, generator, top_k)
         for _ in tqdm(range(samples), desc="chance baseline", disable=not progress, leave=False)
     ]
     result = {
         "key": key,
         "k": int(k),
+        "top_k": top_k,
         "seed": int(seed),
         "samples": int(samples),
         "modules": len(shapes),
@@ -169,7 +183,7 @@ def chance_baseline(
             for m in ("global_cosine", "orth_frac", "orth_frac_top_k", "orth_frac_direction")
         },
         "angle_cos2_sum": _summary([float(np.mean(d["angle_cos2_sum_by_module"])) for d in draws]),
-        "analytic": analytic(shapes, k),
+        "analytic": analytic(shapes, k, top_k),
     }
     atomic_write_json(path, result)
     return result

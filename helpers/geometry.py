@@ -120,6 +120,7 @@ def pairwise_report(
     base_k: int = 0,
     progress: bool = True,
     threads: int | None = 1,
+    top_k: int | None = None,
 ) -> dict:
     """Every metric for every pair of adapters, as plain JSON-serialisable data.
 
@@ -127,8 +128,8 @@ def pairwise_report(
     module, then reused by all pairs. Per-module lists follow `modules`, per-layer
     lists follow `layers`. In pair (a, b), `orth_frac` is b's share outside a's
     column space and `orth_frac_rev` a's share outside b's (the "span" reading);
-    `orth_frac_top_k`/`orth_frac_rev_top_k` project onto the top-k left singular
-    vectors instead, `orth_frac_direction` onto the other update's flattened direction
+    `orth_frac_top_k`/`orth_frac_rev_top_k` project onto the top-`top_k` left singular
+    vectors instead (top_k defaults to k, the principal angles' k), `orth_frac_direction` onto the other update's flattened direction
     (see subspaces.orthogonal_fraction). Effective ranks and angles leave out modules
     whose update is zero. With base_weights and base_k > 0, each adapter's overlap with
     the base weights' top-k left subspaces.
@@ -139,7 +140,10 @@ def pairwise_report(
     slower with 2 threads on 2 shared cores).
     """
     with _torch_threads(threads):
-        return _pairwise_report(deltas_by_name, k, base_weights, base_k, progress)
+        top_k = k if top_k is None else int(top_k)
+        if k < 1 or top_k < 1:
+            raise ValueError(f"pairwise_report: k and top_k must be positive, got {k} and {top_k}")
+        return _pairwise_report(deltas_by_name, k, top_k, base_weights, base_k, progress)
 
 
 @contextmanager
@@ -153,7 +157,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
+def _pairwise_report(deltas_by_name, k, top_k, base_weights, base_k, progress) -> dict:
     names = list(deltas_by_name)
     if len(names) < 1:
         raise ValueError("pairwise_report: no adapters given")
@@ -178,10 +182,11 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
             eff_rank[n][module] = effective_rank(s) if s.rank else float("nan")
             overlap[n][module] = base_overlap(s, base_u) if base_u is not None else float("nan")
         for a, b in pairs:
-            _pair_module(svds[a], svds[b], k, per_pair[(a, b)], module)
+            _pair_module(svds[a], svds[b], k, top_k, per_pair[(a, b)], module)
     report = {
         "methods": names,
         "k": int(k),
+        "top_k": int(top_k),
         "readings": list(READINGS),
         "modules": modules,
         "layers": list(groups),
@@ -259,14 +264,14 @@ _RESIDUALS = tuple(f"resid_{side}_{reading}" for side in "ab" for reading in REA
 _PAIR_KEYS = ("inner", *_RESIDUALS, *_SERIES)
 
 
-def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: str) -> None:
+def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, top_k: int, out: dict, module: str) -> None:
     """All pair metrics of one module from the two SVDs and r x r cross products.
 
     Principal angles use k capped at both updates' numerical ranks: beyond a rank there
     is no singular direction to compare (nan when either update is zero).
     """
     nan = float("nan")
-    b_outside_a, a_outside_b = module_residuals(sa, sb, k), module_residuals(sb, sa, k)
+    b_outside_a, a_outside_b = module_residuals(sa, sb, top_k), module_residuals(sb, sa, top_k)
     out["inner"][module] = b_outside_a["inner"][0]
     for reading in READINGS:
         out[f"resid_b_{reading}"][module] = b_outside_a[reading][0]

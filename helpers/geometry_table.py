@@ -33,11 +33,11 @@ def report_table(report: dict) -> str:
     pairs = [["a", "b", *(header for header, _, _ in COLUMNS)]] + [
         [p["a"], p["b"], *(fmt.format(p[key]) for _, key, fmt in COLUMNS)] for p in report["pairs"]
     ]
-    k = report["k"]
+    k, top_k = report["k"], report.get("top_k", report["k"])
     note = (
         f"angles: degrees between top-{k} left singular subspaces (k capped at both ranks), median over modules\n"
         "orthogonal fraction ||dW_b - P_a dW_b|| / ||dW_b||, global: span(b|a) projects onto a's column space,\n"
-        f"topk(b|a) onto a's top-{k} left singular vectors, direction onto a's flattened update (sqrt(1 - cos^2))\n"
+        f"topk(b|a) onto a's top-{top_k} left singular vectors, direction onto a's flattened update (sqrt(1 - cos^2))\n"
         "eff.rank: median over modules with a nonzero update; top1: mean |<u1, u1'>| over modules"
     )
     return "\n\n".join([_align(methods), *([_align(pairs)] if report["pairs"] else []), note])

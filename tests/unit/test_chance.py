@@ -62,6 +62,17 @@ def test_sampled_squares_match_the_exact_expectations(baseline):
     assert m["orth_frac"]["mean"] < m["orth_frac_top_k"]["mean"] < m["orth_frac_direction"]["mean"] <= 1
 
 
+def test_top_k_reading_with_its_own_k(tmp_path):
+    """The top-k reading's k apart from the angles' k: E[fraction^2] = mean of 1 - top_k / d_out."""
+    out = chance.chance_baseline(SHAPES, k=K, top_k=1, samples=SAMPLES, cache_dir=tmp_path, progress=False)
+    exact = chance.analytic(SHAPES, K, top_k=1)
+    assert exact["orth_frac_top_k_sq"] == pytest.approx(
+        (1 - 1 / 24 + 1 - 1 / 8 + 1 - 1 / 24 + 1 - 1 / 16) / 4
+    )
+    assert _close(out["squares"]["orth_frac_top_k_sq"], exact["orth_frac_top_k_sq"])
+    assert out["top_k"] == 1 and out["k"] == K
+
+
 def test_summary_fields_and_layers(baseline):
     for stats in baseline["measures"].values():
         assert stats["lo"] <= stats["mean"] <= stats["hi"] and stats["sd"] >= 0
@@ -100,7 +111,7 @@ def test_seeded_and_cached_by_every_input(tmp_path, monkeypatch):
 
     monkeypatch.setattr(chance, "sample_pair", no_sampling)
     assert chance.chance_baseline(small, k=2, seed=1, samples=4, cache_dir=tmp_path)["key"] == first["key"]
-    for changed in ({"seed": 2}, {"k": 1}, {"samples": 5}):
+    for changed in ({"seed": 2}, {"k": 1}, {"samples": 5}, {"top_k": 1}):
         args = {"k": 2, "seed": 1, "samples": 4, **changed}
         with pytest.raises(AssertionError, match="sampled although"):
             chance.chance_baseline(small, cache_dir=tmp_path, progress=False, **args)

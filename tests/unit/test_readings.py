@@ -155,6 +155,15 @@ def test_report_holds_every_reading_both_ways():
                 key
             )
     assert entry["orth_frac"] != pytest.approx(entry["orth_frac_top_k"])  # the readings differ here
+    # the top-k reading's k may differ from the principal angles' k
+    other = pairwise_report({"a": a, "b": b}, k=3, top_k=1, progress=False)
+    assert other["k"] == 3 and other["top_k"] == 1
+    assert other["pairs"][0]["orth_frac_top_k"] == pytest.approx(
+        orthogonal_fractions(b, a, "top_k", 1)["global"]
+    )
+    assert other["pairs"][0]["angle_max_median"] == pytest.approx(
+        pairwise_report({"a": a, "b": b}, k=3, progress=False)["pairs"][0]["angle_max_median"]
+    )
 
 
 def test_effective_rank_summaries_leave_out_zero_updates():
