@@ -187,3 +187,45 @@ def chance_baseline(
     }
     atomic_write_json(path, result)
     return result
+
+
+# (label, key in the results' geometry block, key in the chance baseline, ordered pair?)
+BESIDE = (
+    ("global cosine", "global_cosine", "global_cosine", False),
+    ("median smallest angle (deg)", "median_smallest_angle", "angle_min_median", False),
+    ("median largest angle (deg)", "median_largest_angle", "angle_max_median", False),
+    ("orthogonal fraction, span", "orthogonal_fraction", "orth_frac", True),
+    ("orthogonal fraction, top-k", "orthogonal_fraction_top_k", "orth_frac_top_k", True),
+    ("orthogonal fraction, direction", "orthogonal_fraction_direction", "orth_frac_direction", True),
+)
+
+
+def beside_chance(
+    geometry: Mapping[str, Any], chance: Mapping[str, Any], pairs: list[str], floor: str = "sft-sft_order"
+):
+    """Each measure of each "b-a" pair (b outside a for the ordered fractions) beside the noise
+    floor (the same measure for `floor`, a method and its own rerun) and the chance level."""
+    import pandas as pd
+
+    def lookup(table: Mapping[str, Any], pair: str, ordered: bool):
+        a, b = pair.split("-", 1)
+        return table.get(pair, None if ordered else table.get(f"{b}-{a}"))
+
+    rows = []
+    rerun = "-".join(reversed(floor.split("-", 1)))  # the rerun outside the method, for fractions
+    for label, key, chance_key, ordered in BESIDE:
+        table = geometry.get(key) or {}
+        stats = chance["measures"][chance_key]
+        for pair in pairs:
+            rows.append(
+                {
+                    "measure": label,
+                    "pair": pair,
+                    "ours": lookup(table, pair, ordered),
+                    "noise floor": lookup(table, rerun if ordered else floor, ordered),
+                    "chance mean": stats["mean"],
+                    "chance 5%": stats["lo"],
+                    "chance 95%": stats["hi"],
+                }
+            )
+    return pd.DataFrame(rows).set_index(["measure", "pair"])

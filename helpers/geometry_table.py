@@ -62,3 +62,30 @@ def json_safe(obj):
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
     return obj
+
+
+def readings_frame(report: dict, ref: str, chance: dict | None = None):
+    """Each update's share outside `ref`'s in the three readings (global), with the chance
+    level (mean over pairs of random updates, and its sd) as the last row."""
+    import pandas as pd
+
+    rows = {}
+    for entry in report["pairs"]:
+        if ref not in (entry["a"], entry["b"]):
+            continue
+        flipped = entry["b"] == ref  # orth_frac is b's share outside a's: we want the other outside ref
+        other = entry["a"] if flipped else entry["b"]
+        key = "orth_frac_rev" if flipped else "orth_frac"
+        rows[other] = {
+            r: entry[key + ("" if r == "span" else f"_{r}")] for r in report.get("readings", ["span"])
+        }
+    if chance:
+        rows["chance (two random updates)"] = {
+            r: chance["measures"]["orth_frac" + ("" if r == "span" else f"_{r}")]["mean"]
+            for r in rows[next(iter(rows))]
+        }
+        rows["chance sd"] = {
+            r: chance["measures"]["orth_frac" + ("" if r == "span" else f"_{r}")]["sd"]
+            for r in rows[next(iter(rows))]
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -315,6 +315,22 @@ def verdict_table(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
     return pd.DataFrame(columns, index=[f"({c['id']})" for c in first])
 
 
+def definition_table(definitions_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
+    """Claims (iii) and (iv) under each definition (findings.definition_verdicts), one verdict
+    column per form of the losses."""
+    import pandas as pd
+
+    first = next(iter(definitions_by_form.values()))
+    index = [
+        f"({d['claim']}) "
+        + (f"{d['reading']} reading, " if d["reading"] else "")
+        + f"{d['barrier_kind']} barrier"
+        for d in first
+    ]
+    columns = {form.replace("_", " "): [d["verdict"] for d in ds] for form, ds in definitions_by_form.items()}
+    return pd.DataFrame(columns, index=index)
+
+
 def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
     """Each claim's checks as one markdown line: which criteria passed."""
     return "\n\n".join(
@@ -324,11 +340,15 @@ def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
     )
 
 
-def findings_record(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline) -> dict[str, Any]:
-    """What 07_findings writes: claims with their checks and verdicts per form, and the headline table."""
-    keep = ("id", "claim", "criterion", "verdict", "missing", "checks")
+def findings_record(
+    claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline, **extra: Any
+) -> dict[str, Any]:
+    """What 07_findings writes: claims with their checks and verdicts per form, the headline
+    table, and any `extra` records (definitions, reading match, chance) as given."""
+    keep = ("id", "claim", "criterion", "verdict", "reading", "barrier_kind", "missing", "checks")
     return {
-        "claims": {form: [{k: c[k] for k in keep} for c in cs] for form, cs in claims_by_form.items()},
+        "claims": {form: [{k: c.get(k) for k in keep} for c in cs] for form, cs in claims_by_form.items()},
         "verdicts": {form: {c["id"]: c["verdict"] for c in cs} for form, cs in claims_by_form.items()},
         "headline": headline.drop(columns=["quantity", "ours_value"]).to_dict(orient="index"),
+        **extra,
     }

@@ -63,6 +63,41 @@ def study_shapes(study: Mapping[str, Any], layers: int | None = None) -> dict[st
     }
 
 
+def top_k_for(rank: int, study: Mapping[str, Any] | None = None) -> int:
+    """The top-k reading's k for a LoRA rank: the study's share k/r = 10/32 of it (at least 1).
+
+    With the study's k = 10 on a rank-8 adapter, top-k would be the whole span and the
+    two readings one; the share keeps top-k a strict subspace as the study's is.
+    """
+    study = load_study() if study is None else study
+    k, r = float(study["analyses.principal_k"]["value"]), float(study["setup.lora_r"]["value"])
+    return max(1, round(int(rank) * k / r))
+
+
+def reading_frame(rows: list[dict[str, Any]], geometry: Mapping[str, Any] | None = None):
+    """reading_match's records as a table: the study's cosine and fraction, each reading's value
+    (direction exact, span and top-k on the model), which reproduce it, and this run's three
+    readings of the same pair where `geometry` (the results' geometry block) holds them."""
+    import pandas as pd
+
+    table = []
+    for row in rows:
+        entry = {"pair": row["pair"], "study cosine": row["cosine"], "study fraction": row["fraction"]}
+        for reading, value in row["readings"].items():
+            entry[f"{reading} (study model)"] = round(value["value"], 4)
+        entry["reproduces the figure"] = (
+            ", ".join(r for r, v in row["readings"].items() if v["reproduces"]) or "none"
+        )
+        closest = min(row["readings"], key=lambda r: abs(row["readings"][r]["value"] - row["fraction"]))
+        entry["closest"] = closest
+        for reading in READINGS:
+            key = "orthogonal_fraction" + ("" if reading == "span" else f"_{reading}")
+            value = ((geometry or {}).get(key) or {}).get(row["pair"])
+            entry[f"{reading} (this run)"] = value
+        table.append(entry)
+    return pd.DataFrame(table).set_index("pair")
+
+
 def geometric_spectrum(r: int, effective_rank: float) -> np.ndarray:
     """r singular values sigma_i = q^i (normalised to unit norm) whose effective rank is `effective_rank`."""
     if not 1 <= effective_rank <= r:
