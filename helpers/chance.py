@@ -229,3 +229,19 @@ def beside_chance(
                 }
             )
     return pd.DataFrame(rows).set_index(["measure", "pair"])
+
+
+def exact_vs_sampled(chance: Mapping[str, Any]):
+    """The sampled means of the measures with an exact expectation, beside it (a check of the sampler)."""
+    import pandas as pd
+
+    exact = chance["analytic"]
+    rows = {name: {"sampled": s["mean"], "sd of the mean": s["sd"] / math.sqrt(chance["samples"]), "exact": exact[name]}
+            for name, s in chance["squares"].items()}  # fmt: skip
+    s = chance["angle_cos2_sum"]
+    rows["principal angles: sum cos^2, mean over modules"] = {
+        "sampled": s["mean"],
+        "sd of the mean": s["sd"] / math.sqrt(chance["samples"]),
+        "exact": exact["angle_cos2_sum_mean"],
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")

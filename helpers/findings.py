@@ -32,7 +32,7 @@ The thresholds and the claim functions live in helpers.claims; they are re-expor
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .claims import (  # noqa: F401  (re-exported: the thresholds are part of this module's API)
@@ -108,6 +108,22 @@ def definition_verdicts(
 
 def _brief(claim: Mapping[str, Any]) -> dict[str, Any]:
     return {"verdict": claim["verdict"], "checks": claim["checks"], "missing": claim["missing"]}
+
+
+def definition_table(definitions_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
+    """Claims (iii) and (iv) under each definition (findings.definition_verdicts), one verdict
+    column per form of the losses."""
+    import pandas as pd
+
+    first = next(iter(definitions_by_form.values()))
+    index = [
+        f"({d['claim']}) "
+        + (f"{d['reading']} reading, " if d["reading"] else "")
+        + f"{d['barrier_kind']} barrier"
+        for d in first
+    ]
+    columns = {form.replace("_", " "): [d["verdict"] for d in ds] for form, ds in definitions_by_form.items()}
+    return pd.DataFrame(columns, index=index)
 
 
 def geometry_block(report: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -315,22 +315,6 @@ def verdict_table(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
     return pd.DataFrame(columns, index=[f"({c['id']})" for c in first])
 
 
-def definition_table(definitions_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
-    """Claims (iii) and (iv) under each definition (findings.definition_verdicts), one verdict
-    column per form of the losses."""
-    import pandas as pd
-
-    first = next(iter(definitions_by_form.values()))
-    index = [
-        f"({d['claim']}) "
-        + (f"{d['reading']} reading, " if d["reading"] else "")
-        + f"{d['barrier_kind']} barrier"
-        for d in first
-    ]
-    columns = {form.replace("_", " "): [d["verdict"] for d in ds] for form, ds in definitions_by_form.items()}
-    return pd.DataFrame(columns, index=index)
-
-
 def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
     """Each claim's checks as one markdown line: which criteria passed."""
     return "\n\n".join(

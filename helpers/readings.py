@@ -258,3 +258,26 @@ def reading_match(
             {"pair": pair, "cosine": cos, "fraction": frac, "tolerance": tol, "k": k, "readings": readings}
         )
     return rows
+
+
+def match_markdown(rows: list[dict[str, Any]]) -> str:
+    """One sentence per study pair, from reading_match's records: what each reading gives and
+    which reproduce the study's figure."""
+    lines = []
+    for row in rows:
+        values = ", ".join(
+            f"{reading} {v['value']:.4f}"
+            + ("" if reading == "direction" else f" ({v['range'][0]:.4f} to {v['range'][1]:.4f})")
+            for reading, v in row["readings"].items()
+        )
+        hits = [r for r, v in row["readings"].items() if v["reproduces"]]
+        verdict = f"reproduced by {' and '.join(hits)}" if hits else "reproduced by no reading"
+        lines.append(
+            f"- **{row['pair']}** (study: cosine {row['cosine']:g}, orthogonal fraction {row['fraction']:g}, "
+            f"tolerance {row['tolerance']:g}): {values}; {verdict}."
+        )
+    note = (
+        "Span and top-k are computed on the model pair (in brackets: with all of the update in one "
+        "projection type, q/k/v/o); direction is exact, sqrt(1 - cos^2)."
+    )
+    return "\n".join(lines) + "\n\n" + note
