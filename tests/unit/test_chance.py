@@ -127,3 +127,27 @@ def test_update_shapes_and_bad_arguments():
         chance.chance_baseline(SHAPES, samples=1)
     with pytest.raises(ValueError, match="k must be positive"):
         chance.chance_baseline(SHAPES, k=0)
+
+
+def test_beside_chance_reads_ordered_fractions_in_their_order():
+    geometry = {
+        "global_cosine": {"sft-grpo": 0.7, "sft-sft_order": 0.95},
+        "orthogonal_fraction": {
+            "grpo-sft": 0.6,
+            "sft-grpo": 0.1,
+            "sft_order-sft": 0.2,
+            "sft-sft_order": 0.9,
+            "sft-dpo": 0.3,
+        },
+    }
+    stats = {"mean": 0.5, "sd": 0.1, "lo": 0.4, "hi": 0.6}
+    chance_stub = {"measures": {key: stats for _, _, key, _ in chance.BESIDE}}
+    table = chance.beside_chance(geometry, chance_stub, ["grpo-sft", "dpo-sft"])
+    assert table.loc[("global cosine", "grpo-sft"), "ours"] == 0.7  # symmetric: found in either order
+    assert table.loc[("global cosine", "grpo-sft"), "noise floor"] == 0.95
+    assert table.loc[("orthogonal fraction, span", "grpo-sft"), "ours"] == 0.6  # GRPO outside SFT, not 0.1
+    assert table.loc[("orthogonal fraction, span", "grpo-sft"), "noise floor"] == 0.2  # the rerun outside SFT
+    assert table.loc[("orthogonal fraction, span", "grpo-sft"), "chance 95%"] == 0.6
+    assert math.isnan(
+        table.loc[("orthogonal fraction, top-k", "grpo-sft"), "ours"]
+    )  # not measured stays empty

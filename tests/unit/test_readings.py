@@ -176,3 +176,16 @@ def test_effective_rank_summaries_leave_out_zero_updates():
     assert math.isnan(ranks[0]) and all(math.isfinite(v) for v in ranks[1:])
     assert per["effective_rank_median"] == pytest.approx(float(np.median(ranks[1:])))
     assert per["effective_rank_mean"] == pytest.approx(float(np.mean(ranks[1:])))
+
+
+def test_readings_frame_takes_each_update_outside_the_reference():
+    from helpers.geometry_table import readings_frame
+
+    a, b, c = adapter(7), adapter(8), adapter(9)
+    report = pairwise_report({"b": b, "ref": a, "c": c}, k=2, progress=False)  # ref is a's b-side in (b, ref)
+    table = readings_frame(report, "ref")
+    for name, delta in (("b", b), ("c", c)):
+        for reading in ("span", "top_k", "direction"):
+            want = orthogonal_fractions(delta, a, reading=reading, k=2)["global"]
+            assert table.loc[name, reading] == pytest.approx(want, rel=1e-10), (name, reading)
+    assert "ref" not in table.index
