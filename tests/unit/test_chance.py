@@ -148,6 +148,7 @@ def test_beside_chance_reads_ordered_fractions_in_their_order():
     assert table.loc[("orthogonal fraction, span", "grpo-sft"), "ours"] == 0.6  # GRPO outside SFT, not 0.1
     assert table.loc[("orthogonal fraction, span", "grpo-sft"), "noise floor"] == 0.2  # the rerun outside SFT
     assert table.loc[("orthogonal fraction, span", "grpo-sft"), "chance 95%"] == 0.6
+    assert math.isnan(table.loc[("orthogonal fraction, top-k", "grpo-sft"), "ours"])  # not measured: empty
     assert math.isnan(
-        table.loc[("orthogonal fraction, top-k", "grpo-sft"), "ours"]
-    )  # not measured stays empty
+        table.loc[("orthogonal fraction, span", "dpo-sft"), "ours"]
+    )  # sft-dpo is SFT outside DPO
