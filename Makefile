@@ -54,8 +54,12 @@ browser:
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
+## JupyterLab on the notebooks. Jupyter refuses to start as root (the default user in containers)
+## without --allow-root, so it is added only when make runs as root. LAB_ARGS adds options.
+LAB_ROOT = $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_ARGS ?=
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ROOT) $(LAB_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check helpers tests benchmarks notebooks

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .cache import REPO_ROOT, atomic_write_json
+from .cli import add_debug_flag, reports_errors
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 BUILD_DIR = REPO_ROOT / "_build"
@@ -119,14 +120,24 @@ def render(src: Path, html: Path | None = None) -> Path:
     return html
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Command line: execute the notebooks on a profile and render the book (arguments checked first)."""
+    from .profiles import load_profile
+
+    parser = argparse.ArgumentParser(prog="python -m helpers.book", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 00,01")
     parser.add_argument("--no-html", action="store_true", help="execute only, do not render")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
-    executed = BUILD_DIR / "executed" / args.profile
+    load_profile(args.profile)  # a bad profile fails here, not inside the first notebook
     only = [o for o in args.only.split(",") if o]
+    stems = [nb.stem for nb in notebooks()]
+    unmatched = [o for o in only if not any(stem.startswith(o) for stem in stems)]
+    if unmatched:
+        parser.error(f"--only {','.join(unmatched)} matches no notebook; notebooks: {', '.join(stems)}")
+    executed = BUILD_DIR / "executed" / args.profile
     start = time.perf_counter()
     timings = execute(args.profile, executed, only)
     atomic_write_json(executed / "timings.json", timings)

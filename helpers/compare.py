@@ -13,10 +13,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .cka import cka_by_layer, hidden_states
+from .claims import BARRIER_KINDS, BARRIER_MARGIN, CONTROL_PATHS
 from .connectivity import barrier, merged, path_losses, ray_losses
 from .deltas import LowRankDelta
 
 Deltas = Mapping[str, LowRankDelta]
+MEASURES = ("answer_ce", "solution_nll")
 
 
 def present_pairs(pairs: Sequence[str], runs: Sequence[str]) -> list[str]:
@@ -34,7 +36,11 @@ def connectivity_report(
     batch_size: int = 16,
     max_length: int = 256,
 ) -> dict[str, Any]:
-    """Loss along base + (1 - t) dW_a + t dW_b for each pair, base + t dW for each run, and barriers."""
+    """Loss along base + (1 - t) dW_a + t dW_b for each pair, base + t dW for each run, and barriers.
+
+    `barrier[measure][pair]` is the chord barrier (rise above the line between the endpoint
+    losses), `barrier_endpoint_mean[measure][pair]` the largest loss minus the endpoints' mean.
+    """
     ts = list(np.linspace(0.0, 1.0, points))
     paths = {}
     for pair in tqdm(pairs, desc="paths"):
@@ -46,11 +52,34 @@ def connectivity_report(
         name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length)
         for name, d in tqdm(deltas.items(), desc="rays")
     }
-    barriers = {
-        measure: {pair: barrier(curve["ts"], curve[measure]) for pair, curve in paths.items()}
-        for measure in ("answer_ce", "solution_nll")
-    }
-    return {"ts": ts, "paths": paths, "rays": rays, "barrier": barriers}
+    out = {"ts": ts, "paths": paths, "rays": rays}
+    for kind in BARRIER_KINDS:
+        out["barrier" if kind == "chord" else f"barrier_{kind}"] = {
+            measure: {pair: barrier(curve["ts"], curve[measure], kind=kind) for pair, curve in paths.items()}
+            for measure in MEASURES
+        }
+    return out
+
+
+def barrier_frame(
+    lmc: Mapping[str, Any], controls: Sequence[str] = CONTROL_PATHS, margin: float = BARRIER_MARGIN
+):
+    """Endpoints and both barrier kinds of every path on both measures, and per column the
+    threshold a barrier must clear to count (the largest control-path barrier + margin)."""
+    import pandas as pd
+
+    columns = {}
+    for measure in MEASURES:
+        columns[f"{measure} at a"] = {p: c[measure][0] for p, c in lmc["paths"].items()}
+        columns[f"{measure} at b"] = {p: c[measure][-1] for p, c in lmc["paths"].items()}
+        for kind in BARRIER_KINDS:
+            key = "barrier" if kind == "chord" else f"barrier_{kind}"
+            columns[f"{kind} barrier ({measure})"] = lmc[key][measure]
+    table = pd.DataFrame(columns)
+    present = [p for p in controls if p in table.index]
+    limit = {c: (table.loc[present, c].max() if present else 0.0) + margin for c in table if "barrier" in c}
+    table.loc["a barrier must exceed"] = pd.Series(limit)
+    return table
 
 
 def representations(

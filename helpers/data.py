@@ -4,13 +4,18 @@ The grader is the reward of every method (a rollout is correct or not), so it is
 strict about where the final answer sits and lenient about how it is written:
 `#### N` wins over `\\boxed{N}`, over "The answer is N", over the last number in
 the text; commas, currency, percent signs, units and trailing zeros are ignored.
+A reference that is a plain number (every GSM8K label) is compared as a number here;
+any other reference (DeepScaleR's `\\frac{\\sqrt{3}}{2}`, `(1, 2)`, `10\\%`, intervals)
+is compared as a whole expression by HuggingFace's math-verify, imported on first use.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
+import threading
 import warnings
 from fractions import Fraction
 from pathlib import Path
@@ -24,6 +29,10 @@ QUESTION_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "final_answer", "solution")
 ABS_TOL = 1e-6  # small answers: 0.333333 == 1/3
 REL_TOL = 1e-9  # large answers: float noise only, so 1000000 != 1000001
+# math-verify's limit on one parse and on one comparison, in whole seconds (it uses signal.alarm),
+# so an adversarial answer (`9^{9^{9^9}}`) costs a few seconds, never a stalled run.
+SYMBOLIC_TIMEOUT_S = 2
+SYMBOLIC_MAX_CHARS = 400  # a longer "final answer" is not an answer; never handed to sympy
 
 
 class DataError(ValueError):
@@ -91,6 +100,48 @@ def _boxed(text: str) -> str | None:
     return text[i : j - 1] if depth == 0 else None
 
 
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$]+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+
+
+def _unwrap(text: str) -> str | None:
+    """An answer without the math delimiters and the full stop around it; None when empty."""
+    text = text.strip().rstrip(".").strip()
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if text.startswith(left) and text.endswith(right) and len(text) > len(left) + len(right):
+            text = text[len(left) : -len(right)].strip().rstrip(".").strip()
+    return text.strip("$").strip() or None
+
+
+def final_answer_text(text: str) -> str | None:
+    """The final answer as written, LaTeX kept ("\\frac{\\sqrt{3}}{2}", "(1, 2)"), or None.
+
+    Same priority as `extract_answer`: the rest of the last `####` line, the last
+    `\\boxed{...}`, what follows the last "The answer is" on its line (up to a full stop),
+    then the last math span (`$...$`, `\\(...\\)`, `\\[...\\]`). What `is_correct` compares
+    whole when the reference is not a plain number.
+    """
+    if not text:
+        return None
+    hashes = text.rfind("####")
+    if hashes >= 0:
+        found = _unwrap(text[hashes + 4 :].split("\n", 1)[0])
+        if found is not None:
+            return found
+    boxed = _boxed(text)
+    if boxed is not None and _unwrap(boxed) is not None:
+        return _unwrap(boxed)
+    phrases = list(_ANSWER_PHRASE.finditer(text))
+    if phrases:
+        rest = text[phrases[-1].end() :].split("\n", 1)[0]
+        found = _unwrap(re.split(r"\.\s", rest, maxsplit=1)[0])
+        if found is not None:
+            return found
+    spans = list(_MATH_SPAN.finditer(text))
+    if spans:
+        return _unwrap(next(g for g in spans[-1].groups() if g is not None))
+    return None
+
+
 def normalize_answer(text: str) -> str | None:
     """A bare final answer ("1,234", "$5.00", "\\frac{1}{2}", "\\sqrt{2}") as a normalised string.
 
@@ -144,7 +195,7 @@ def _to_number(answer: str) -> Fraction | None:
 
 def _reference_answer(reference: str) -> str | None:
     """A reference is either a bare answer or a full solution; normalise either."""
-    if "####" in reference or "\\boxed" in reference or "\n" in reference.strip():
+    if _is_solution(reference):
         return extract_answer(reference)
     bare = normalize_answer(reference)
     # A sentence ("The answer is 5.") is a solution, not a bare symbolic answer.
@@ -153,20 +204,102 @@ def _reference_answer(reference: str) -> str | None:
     return bare
 
 
+def _is_solution(reference: str) -> bool:
+    return "####" in reference or "\\boxed" in reference or "\n" in reference.strip()
+
+
+def _reference_text(reference: str) -> str | None:
+    """The reference's final answer as written: from a solution or sentence, else the bare answer."""
+    if _is_solution(reference) or _ANSWER_PHRASE.search(reference):
+        found = final_answer_text(reference)
+        if found is not None:
+            return found
+    return _unwrap(reference)
+
+
+def _plain_number(reference: str) -> Fraction | None:
+    """The value of a reference that is a plain number (a percentage is not: 10% may be 0.1)."""
+    want = _reference_answer(reference)
+    value = _to_number(want) if want is not None else None
+    if value is None or "%" in (_reference_text(reference) or ""):
+        return None
+    return value
+
+
+def graded_answer(completion: str, reference: str) -> str | None:
+    """The answer of `completion` that `is_correct` compares with `reference` (for tables)."""
+    text = final_answer_text(completion)
+    if _plain_number(str(reference)) is not None:
+        got = extract_answer(completion)
+        if got is None or (_to_number(got) is not None and "\\" not in (text or "")):
+            return got
+    return text
+
+
 def is_correct(completion: str, reference: str) -> bool:
     """Whether the completion's final answer equals the reference's.
 
-    Numbers compare exactly as fractions, else within 1e-6 absolute or 1e-9 relative
-    (float noise only: 1000000 and 1000001 differ); other answers compare as text.
+    A plain-number reference: numbers compare exactly as fractions, else within 1e-6
+    absolute or 1e-9 relative (float noise only: 1000000 and 1000001 differ), without
+    sympy. Any other reference, or a non-numeric final answer (`\\tfrac12`) to a number,
+    is compared as a whole expression by math-verify (`\\frac{\\sqrt{3}}{2}` equals
+    `\\dfrac{\\sqrt3}{2}`, not `\\frac{\\sqrt{3}}{3}`).
     """
-    got = extract_answer(completion)
-    want = _reference_answer(str(reference))
-    if got is None or want is None:
+    reference = str(reference)
+    want = _plain_number(reference)
+    if want is not None:
+        got = extract_answer(completion)
+        if got is None:
+            return False
+        value = _to_number(got)
+        if value is not None:
+            if value == want or math.isclose(float(value), float(want), rel_tol=REL_TOL, abs_tol=ABS_TOL):
+                return True
+            # "#### \\tfrac83" reads as 83 above; only an answer written in LaTeX gets a second look.
+            if "\\" not in (final_answer_text(completion) or ""):
+                return False
+    return _equivalent(_reference_text(reference), final_answer_text(completion))
+
+
+def _equivalent(gold: str | None, answer: str | None) -> bool:
+    """Whether two answers as written are the same expression (math-verify, time-limited)."""
+    if gold is None or answer is None:
         return False
-    a, b = _to_number(got), _to_number(want)
-    if a is not None and b is not None:
-        return a == b or math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=ABS_TOL)
-    return got == want
+    if re.sub(r"\s+", "", gold) == re.sub(r"\s+", "", answer):
+        return True
+    if len(gold) > SYMBOLIC_MAX_CHARS or len(answer) > SYMBOLIC_MAX_CHARS:
+        return False
+    if threading.current_thread() is not threading.main_thread():
+        # math-verify's time limit is a SIGALRM, which only the main thread may set; without it
+        # one answer (`9^{9^{9^9}}`) can hang, so off the main thread answers compare as text.
+        warnings.warn(
+            "is_correct off the main thread compares symbolic answers as text only "
+            "(math-verify's time limit needs the main thread)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return _verify(gold, answer)
+
+
+@functools.lru_cache(maxsize=65536)
+def _verify(gold: str, answer: str) -> bool:
+    """math-verify's verdict on one (gold, answer) pair. Cached: the K rollouts of a prompt
+    often end on the same answer."""
+    from math_verify import verify
+
+    parsed_gold, parsed = _parse_latex(gold), _parse_latex(answer)
+    if not parsed_gold or not parsed:
+        return False
+    return bool(verify(list(parsed_gold), list(parsed), timeout_seconds=SYMBOLIC_TIMEOUT_S))
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_latex(text: str) -> tuple:
+    """math-verify's parse of one answer written as LaTeX (or plain: `1/2`); () when it fails."""
+    from math_verify import parse
+
+    return tuple(parse(f"${text}$", parsing_timeout=SYMBOLIC_TIMEOUT_S))
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -174,6 +307,17 @@ def is_correct(completion: str, reference: str) -> bool:
 
 def _first_key(row: dict[str, Any], keys: tuple[str, ...]) -> str | None:
     return next((k for k in keys if row.get(k) not in (None, "")), None)
+
+
+def _bare_answer(raw: str) -> str | None:
+    """A bare gold answer: a plain number normalised ("1,234" -> "1234"); anything else (LaTeX,
+    a percentage) as written, since spaces and `\\%` matter to the expression math-verify reads."""
+    boxed = _boxed(raw)
+    raw = boxed if boxed is not None else raw
+    bare = normalize_answer(raw)
+    if bare is None or (_to_number(bare) is not None and "%" not in raw):
+        return bare
+    return _unwrap(raw)
 
 
 def _normalise_row(row: Any, where: str, index: int, prefix: str) -> dict[str, str]:
@@ -189,7 +333,7 @@ def _normalise_row(row: Any, where: str, index: int, prefix: str) -> dict[str, s
     raw = str(row[a_key])
     # GSM8K's `answer` is a whole solution; DeepScaleR's and final_answer are bare answers.
     looks_like_solution = a_key == "solution" or "####" in raw or "\n" in raw.strip()
-    answer = extract_answer(raw) if looks_like_solution else normalize_answer(raw)
+    answer = extract_answer(raw) if looks_like_solution else _bare_answer(raw)
     if answer is None:
         raise DataError(f"{where}: field `{a_key}` has no final answer: {raw[:80]!r}")
     solution = row.get("solution") or (raw if looks_like_solution else "")

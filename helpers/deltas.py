@@ -135,6 +135,7 @@ def load_deltas(adapter_dir: str | Path, dtype: torch.dtype = torch.float64) -> 
     scale = alpha / r (alpha / sqrt(r) with use_rslora), with r and alpha per module
     from rank_pattern / alpha_pattern. Keys are sorted by layer, then name. dW is
     always d_out x d_in, also for Conv1D (fan_in_fan_out) layers that store W transposed.
+    AdapterError, naming the folder and the module, for factors with NaN or inf.
     """
     folder = Path(adapter_dir)
     config = read_adapter_config(folder)
@@ -159,6 +160,13 @@ def load_deltas(adapter_dir: str | Path, dtype: torch.dtype = torch.float64) -> 
             raise AdapterError(
                 f"{folder}: module {module} has lora_{''.join(pair)} but not both lora_A and lora_B"
             )
+        for side in ("A", "B"):
+            if not bool(torch.isfinite(pair[side]).all()):
+                bad = int((~torch.isfinite(pair[side])).sum())
+                raise AdapterError(
+                    f"{folder}: module {module} has {bad} non-finite value(s) (NaN or inf) in lora_{side}; "
+                    "the adapter was saved from a diverged run"
+                )
         A, B = pair["A"].to(dtype), pair["B"].to(dtype)
         r = int(A.shape[0])
         r_config = int(_pattern_value(config.get("rank_pattern"), module, config.get("r", r)))

@@ -1,10 +1,12 @@
-"""Greedy pass@1: batched generation, grading, accuracy with a Wilson interval, McNemar.
+"""Greedy pass@1: batched generation, grading, accuracy with a Wilson or exact interval, McNemar.
 
 HF `generate` (do_sample=False, left padding, stop at EOS) always works, on CPU or GPU.
 vLLM is used when it is installed and CUDA is available and the model is given as a
 folder (or a `vllm.LLM`): temperature 0, adapters through LoRARequest. Prompts always
 come from helpers.prompting.build_prompt and grades from helpers.data.is_correct, so
 evaluation sees the text that training saw and scores it as the rollouts were scored.
+Extra held-out sets (`data.extra_eval_paths`, the study's AIME 2026) are scored the same
+way and reported with exact (Clopper-Pearson) intervals, since they are small.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .cache import atomic_write_json
-from .data import extract_answer, is_correct, load_problems
+from .cache import REPO_ROOT, atomic_write_json
+from .data import graded_answer, is_correct, load_problems
 from .prompting import build_prompt
-from .stats import mcnemar, mcnemar_matrix, wilson_interval
+from .stats import exact_interval, mcnemar, mcnemar_matrix, wilson_interval
 
 __all__ = [
     "EvaluationError",
+    "accuracy_table",
     "compare_methods",
     "evaluate_adapter",
     "evaluate_adapters",
+    "evaluate_extra_sets",
     "evaluate_model",
+    "extra_eval_path",
     "generate",
     "load_eval_set",
     "mcnemar",  # DESIGN.md's public API is helpers.evaluate.mcnemar
@@ -235,7 +240,7 @@ def grade_completions(problems: Sequence[Mapping[str, Any]], completions: Sequen
                 "question": problem["question"],
                 "reference": problem["answer"],
                 "completion": completion,
-                "extracted": extract_answer(completion),
+                "extracted": graded_answer(completion, problem["answer"]),
                 "correct": bool(is_correct(completion, problem["answer"])),
             }
         )
@@ -368,7 +373,7 @@ def load_eval_set(
 
     tiny/smoke: generated test-split problems (disjoint from training by construction);
     paper: the GSM8K test split (1,319). `source` as a .jsonl path reads question/answer
-    pairs, where answers may be written `\\boxed{N}`; `n=None` there keeps them all.
+    pairs, where answers may be written `\\boxed{N}` (stored as `N`); `n=None` keeps them all.
     """
     data = profile.data
     if source is None:
@@ -384,22 +389,20 @@ def load_eval_set(
         max_result=data.max_result,
     )
     _check_problems(problems)
-    # An answer column written `\boxed{70}` (AIME sets) is stored as the bare "70", so that
-    # rows and tables show the number; grading would accept either.
-    return [
-        {**p, "answer": extract_answer(p["answer"]) or p["answer"]} if "\\boxed" in p["answer"] else p
-        for p in problems
-    ]
+    return problems
 
 
-def compare_methods(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def compare_methods(results: Mapping[str, Mapping[str, Any]], interval: str = "wilson") -> dict[str, Any]:
     """Accuracies and pairwise exact McNemar (raw and Holm) of evaluated methods.
 
     Rows are matched by problem id, so every method must have been graded on the same set.
     The output is the `evaluation` block helpers.findings reads: accuracy[method],
-    ci[method] = [low, high], mcnemar_p["a-b"], mcnemar_p_holm["a-b"], plus the full
-    matrix (b/c counts) under `mcnemar` and each method's summary under `summary`.
+    ci[method] = [low, high] (95%, `interval` "wilson" or "exact" = Clopper-Pearson),
+    mcnemar_p["a-b"], mcnemar_p_holm["a-b"], plus the full matrix (b/c counts) under
+    `mcnemar` and each method's summary under `summary`.
     """
+    if interval not in ("wilson", "exact"):
+        raise EvaluationError(f"interval must be 'wilson' or 'exact', got {interval!r}")
     if len(results) < 2:
         raise EvaluationError(f"compare_methods needs at least two results, got {list(results)}")
     ids = None
@@ -415,9 +418,60 @@ def compare_methods(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     summaries = {m: dict(r["summary"]) for m, r in results.items()}
     return {
         "accuracy": {m: s["accuracy"] for m, s in summaries.items()},
-        "ci": {m: [s["ci_low"], s["ci_high"]] for m, s in summaries.items()},
+        "ci": {m: _interval(s, interval) for m, s in summaries.items()},
+        "interval": interval,
         "mcnemar_p": {f"{p['a']}-{p['b']}": p["p"] for p in matrix["pairs"]},
         "mcnemar_p_holm": {f"{p['a']}-{p['b']}": p["p_holm"] for p in matrix["pairs"]},
         "mcnemar": matrix,
         "summary": summaries,
     }
+
+
+def _interval(summary: Mapping[str, Any], kind: str) -> list[float]:
+    if kind == "exact":
+        return list(exact_interval(summary["correct"], summary["n"]))
+    return [summary["ci_low"], summary["ci_high"]]
+
+
+def accuracy_table(evaluation: Mapping[str, Any]):
+    """Accuracy, 95% interval, correct and n per model of a `compare_methods` block (a DataFrame)."""
+    import pandas as pd
+
+    summary = evaluation["summary"]
+    label = "95% CI (exact)" if evaluation.get("interval") == "exact" else "95% CI (Wilson)"
+    return pd.DataFrame(
+        {
+            "accuracy": evaluation["accuracy"],
+            label: {m: f"[{lo:.3f}, {hi:.3f}]" for m, (lo, hi) in evaluation["ci"].items()},
+            "correct": {m: s["correct"] for m, s in summary.items()},
+            "n": {m: s["n"] for m, s in summary.items()},
+        }
+    ).round(3)
+
+
+def extra_eval_path(path: str | os.PathLike) -> Path:
+    """An extra evaluation set's file: absolute, or relative to the repository root; must exist."""
+    resolved = Path(path).expanduser()
+    resolved = resolved if resolved.is_absolute() else REPO_ROOT / resolved
+    if not resolved.is_file():
+        raise EvaluationError(f"data.extra_eval_paths: {path} does not exist (looked for {resolved})")
+    return resolved
+
+
+def evaluate_extra_sets(profile: Any, paths: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
+    """The base and every run of `profile` on each extra evaluation set (default: the profile's
+    `data.extra_eval_paths`), keyed by file name: accuracy with exact intervals and McNemar.
+
+    Each set is one cached evaluation stage keyed by the file's content, so an edited file is
+    scored again and a renamed one is not.
+    """
+    from .pipeline import evaluation_stage
+
+    paths = profile.data.extra_eval_paths if paths is None else paths
+    reports: dict[str, Any] = {}
+    for path in paths:
+        resolved = extra_eval_path(path)
+        name = resolved.stem if resolved.stem not in reports else f"{resolved.stem}-{len(reports)}"
+        results = evaluation_stage(profile, source="jsonl", path=str(resolved))
+        reports[name] = {**compare_methods(results, interval="exact"), "path": str(path)}
+    return reports

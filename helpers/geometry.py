@@ -11,30 +11,31 @@ PEFT LoRA adapters of one base model.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import statistics
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from helpers.deltas import AdapterError, LowRankDelta, check_compatible, check_same_base, load_deltas
+from helpers.deltas import LowRankDelta, check_compatible
+from helpers.geometry_table import json_safe, report_table
 from helpers.subspaces import (
+    READINGS,
     FactoredSVD,
     _grouped_ratio,
     _layer_groups,
     _ratio,
-    _residual_sq,
     base_overlap,
     base_subspace,
+    direction_fractions,
     effective_rank,
     factored_svd,
     inner_product,
+    module_residuals,
     orthogonal_fraction,
     orthogonal_fractions,
     principal_angles,
@@ -43,6 +44,7 @@ from helpers.subspaces import (
 )
 
 __all__ = [
+    "READINGS",
     "FactoredSVD",
     "base_overlap",
     "base_subspace",
@@ -58,6 +60,7 @@ __all__ = [
     "main",
     "orthogonal_fraction",
     "orthogonal_fractions",
+    "module_residuals",
     "pairwise_report",
     "principal_angles",
     "report_table",
@@ -117,14 +120,19 @@ def pairwise_report(
     base_k: int = 0,
     progress: bool = True,
     threads: int | None = 1,
+    top_k: int | None = None,
 ) -> dict:
     """Every metric for every pair of adapters, as plain JSON-serialisable data.
 
     Modules are visited one at a time and each adapter's SVD is computed once per
     module, then reused by all pairs. Per-module lists follow `modules`, per-layer
     lists follow `layers`. In pair (a, b), `orth_frac` is b's share outside a's
-    output subspace and `orth_frac_rev` a's share outside b's. With base_weights and
-    base_k > 0, each adapter's overlap with the base weights' top-k left subspaces.
+    column space and `orth_frac_rev` a's share outside b's (the "span" reading);
+    `orth_frac_top_k`/`orth_frac_rev_top_k` project onto the top-`top_k` left singular
+    vectors instead (top_k defaults to k, the principal angles' k), `orth_frac_direction` onto the other update's flattened direction
+    (see subspaces.orthogonal_fraction). Effective ranks and angles leave out modules
+    whose update is zero. With base_weights and base_k > 0, each adapter's overlap with
+    the base weights' top-k left subspaces.
 
     `threads`: torch CPU threads for the loop (restored afterwards; None keeps the
     current setting). One by default: the r x r and d x r products gain nothing from
@@ -132,7 +140,10 @@ def pairwise_report(
     slower with 2 threads on 2 shared cores).
     """
     with _torch_threads(threads):
-        return _pairwise_report(deltas_by_name, k, base_weights, base_k, progress)
+        top_k = k if top_k is None else int(top_k)
+        if k < 1 or top_k < 1:
+            raise ValueError(f"pairwise_report: k and top_k must be positive, got {k} and {top_k}")
+        return _pairwise_report(deltas_by_name, k, top_k, base_weights, base_k, progress)
 
 
 @contextmanager
@@ -146,7 +157,7 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
+def _pairwise_report(deltas_by_name, k, top_k, base_weights, base_k, progress) -> dict:
     names = list(deltas_by_name)
     if len(names) < 1:
         raise ValueError("pairwise_report: no adapters given")
@@ -167,25 +178,29 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
             base_u = base_subspace(base_weights[module], base_k)
         for n, s in svds.items():
             norm_sq[n][module] = float((s.S**2).sum())
-            eff_rank[n][module] = effective_rank(s)
+            # a zero update has no rank to speak of: left out of the summaries, as from the angles'
+            eff_rank[n][module] = effective_rank(s) if s.rank else float("nan")
             overlap[n][module] = base_overlap(s, base_u) if base_u is not None else float("nan")
         for a, b in pairs:
-            _pair_module(svds[a], svds[b], k, per_pair[(a, b)], module)
+            _pair_module(svds[a], svds[b], k, top_k, per_pair[(a, b)], module)
     report = {
         "methods": names,
         "k": int(k),
+        "top_k": int(top_k),
+        "readings": list(READINGS),
         "modules": modules,
         "layers": list(groups),
         "per_method": {},
         "pairs": [],
     }
     for n in names:
+        ranks = list(eff_rank[n].values())
         report["per_method"][n] = {
             "norm": math.sqrt(sum(norm_sq[n].values())),
             "norm_by_layer": [math.sqrt(sum(norm_sq[n][m] for m in mods)) for mods in groups.values()],
             "norm_by_module": [math.sqrt(norm_sq[n][m]) for m in modules],
-            "effective_rank_mean": _mean(list(eff_rank[n].values())),
-            "effective_rank_median": _median(list(eff_rank[n].values())),
+            "effective_rank_mean": _mean(ranks),
+            "effective_rank_median": _median(ranks),
             "effective_rank_by_module": [eff_rank[n][m] for m in modules],
         }
         if base_weights is not None and base_k > 0:
@@ -195,6 +210,7 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
                 sum(inside.values()), sum(norm_sq[n][m] for m in inside)
             )
             report["per_method"][n]["base_overlap_by_module"] = [overlap[n][m] for m in modules]
+    everything = {"all": modules}
     for a, b in pairs:
         vals = per_pair[(a, b)]
         norms_a, norms_b = norm_sq[a], norm_sq[b]
@@ -214,13 +230,23 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
                 for mods, d in zip(groups.values(), layer_den, strict=True)
             ],
             "cosine_by_module": [_ratio(vals["inner"][m], den[m]) for m in modules],
-            "orth_frac": math.sqrt(_ratio(sum(vals["resid_b"].values()), sum(norms_b.values()))),
-            "orth_frac_rev": math.sqrt(_ratio(sum(vals["resid_a"].values()), sum(norms_a.values()))),
-            "orth_frac_by_layer": _grouped_ratio(vals["resid_b"], norms_b, groups, root=True),
-            "orth_frac_rev_by_layer": _grouped_ratio(vals["resid_a"], norms_a, groups, root=True),
-            "orth_frac_by_module": [math.sqrt(_ratio(vals["resid_b"][m], norms_b[m])) for m in modules],
-            "orth_frac_rev_by_module": [math.sqrt(_ratio(vals["resid_a"][m], norms_a[m])) for m in modules],
         }
+        # orth_frac: b's share outside a; orth_frac_rev: a's outside b; one suffix per reading
+        for reading in READINGS:
+            suffix = "" if reading == "span" else f"_{reading}"
+            for key, resid, norms, other in (
+                ("orth_frac", vals[f"resid_b_{reading}"], norms_b, norms_a),
+                ("orth_frac_rev", vals[f"resid_a_{reading}"], norms_a, norms_b),
+            ):
+                if reading == "direction":
+                    total = direction_fractions(vals["inner"], other, norms, everything)[0]
+                    by_layer = direction_fractions(vals["inner"], other, norms, groups)
+                else:
+                    total = _grouped_ratio(resid, norms, everything, root=True)[0]
+                    by_layer = _grouped_ratio(resid, norms, groups, root=True)
+                entry[f"{key}{suffix}"] = total
+                entry[f"{key}{suffix}_by_layer"] = by_layer
+                entry[f"{key}{suffix}_by_module"] = [math.sqrt(_ratio(resid[m], norms[m])) for m in modules]
         for key in _SERIES:
             series = [vals[key][m] for m in modules]
             if key.startswith("angle"):
@@ -234,16 +260,23 @@ def _pairwise_report(deltas_by_name, k, base_weights, base_k, progress) -> dict:
 
 # per-module pair metrics: angles summarised by their median, alignments by their mean
 _SERIES = ("angle_min", "angle_max", "angle_min_input", "angle_max_input", "top1_output", "top1_input")
-_PAIR_KEYS = ("inner", "resid_a", "resid_b", *_SERIES)
+_RESIDUALS = tuple(f"resid_{side}_{reading}" for side in "ab" for reading in READINGS)
+_PAIR_KEYS = ("inner", *_RESIDUALS, *_SERIES)
 
 
-def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: str) -> None:
-    """All pair metrics of one module from the two SVDs and two r x r cross products."""
+def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, top_k: int, out: dict, module: str) -> None:
+    """All pair metrics of one module from the two SVDs and r x r cross products.
+
+    Principal angles use k capped at both updates' numerical ranks: beyond a rank there
+    is no singular direction to compare (nan when either update is zero).
+    """
     nan = float("nan")
+    b_outside_a, a_outside_b = module_residuals(sa, sb, top_k), module_residuals(sb, sa, top_k)
+    out["inner"][module] = b_outside_a["inner"][0]
+    for reading in READINGS:
+        out[f"resid_b_{reading}"][module] = b_outside_a[reading][0]
+        out[f"resid_a_{reading}"][module] = a_outside_b[reading][0]
     cross_u, cross_v = sa.U.T @ sb.U, sa.V.T @ sb.V
-    out["inner"][module] = float((sa.S[:, None] * cross_u * cross_v * sb.S[None, :]).sum())
-    out["resid_b"][module] = _residual_sq(sa.U, sb.U, sb.S, cross_u)[0]
-    out["resid_a"][module] = _residual_sq(sb.U, sa.U, sa.S, cross_u.T)[0]
     kk = min(int(k), sa.rank, sb.rank)
     for suffix, q_a, q_b in (("", sa.U, sb.U), ("_input", sa.V, sb.V)):
         angles = torch.rad2deg(subspace_angles(q_a[:, :kk], q_b[:, :kk])) if kk else None
@@ -254,95 +287,11 @@ def _pair_module(sa: FactoredSVD, sb: FactoredSVD, k: int, out: dict, module: st
     out["top1_input"][module] = abs(float(cross_v[0, 0])) if both else nan
 
 
-# (header, report key, format) of the pair table's numeric columns
-_COLUMNS = (
-    ("cosine", "global_cosine", "{:.3f}"),
-    ("ang.min", "angle_min_median", "{:.1f}"),
-    ("ang.max", "angle_max_median", "{:.1f}"),
-    ("orth(b|a)", "orth_frac", "{:.3f}"),
-    ("orth(a|b)", "orth_frac_rev", "{:.3f}"),
-    ("top1 out", "top1_output_mean", "{:.3f}"),
-    ("top1 in", "top1_input_mean", "{:.3f}"),
-)
-
-
-def report_table(report: dict) -> str:
-    """The report as aligned text: one row per adapter, then one row per pair."""
-    methods = [["adapter", "norm", "eff.rank(med)"]] + [
-        [n, f"{m['norm']:.4g}", f"{m['effective_rank_median']:.2f}"] for n, m in report["per_method"].items()
-    ]
-    pairs = [["a", "b", *(header for header, _, _ in _COLUMNS)]] + [
-        [p["a"], p["b"], *(fmt.format(p[key]) for _, key, fmt in _COLUMNS)] for p in report["pairs"]
-    ]
-    note = (
-        f"angles: degrees between top-{report['k']} left singular subspaces, median over modules\n"
-        "orth(b|a): share of b outside a's output subspace; top1: mean |<u1, u1'>| over modules"
-    )
-    return "\n\n".join([_align(methods), *([_align(pairs)] if report["pairs"] else []), note])
-
-
-def _align(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def json_safe(obj):
-    """A copy with NaN and infinities replaced by None, so the file is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
-def _default_names(paths: list[str]) -> list[str]:
-    names = [Path(p).resolve().name for p in paths]
-    return names if len(set(names)) == len(names) else [str(p) for p in paths]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: print the geometry table of two or more LoRA adapters of one base; 0 on success."""
-    parser = argparse.ArgumentParser(
-        prog="python -m helpers.geometry",
-        description="Weight-space geometry of PEFT LoRA adapters of one base model.",
-    )
-    parser.add_argument("adapters", nargs="+", help="PEFT adapter folders (adapter_config.json + weights)")
-    parser.add_argument(
-        "--k", type=int, default=10, help="top-k singular vectors for principal angles (default 10)"
-    )
-    parser.add_argument("--json", type=Path, default=None, help="also write the full report here")
-    parser.add_argument("--names", default=None, help="comma-separated display names, one per adapter")
-    args = parser.parse_args(argv)
-    try:
-        if len(args.adapters) < 2:
-            raise AdapterError("give at least two adapter folders to compare")
-        if args.k < 1:
-            raise AdapterError(f"--k must be positive, got {args.k}")
-        names = args.names.split(",") if args.names else _default_names(args.adapters)
-        if len(names) != len(args.adapters) or len(set(names)) != len(names):
-            raise AdapterError(f"--names needs {len(args.adapters)} distinct names, got {args.names!r}")
-        base = check_same_base(args.adapters)
-        deltas = {n: load_deltas(p) for n, p in zip(names, args.adapters, strict=True)}
-        report = pairwise_report(deltas, k=args.k)
-    except AdapterError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report["base_model"] = base
-    report["adapters"] = dict(zip(names, [str(Path(p).resolve()) for p in args.adapters], strict=True))
-    print(report_table(report))
-    if args.json is not None:
-        from helpers.cache import atomic_write_json
+    """CLI entry point (helpers.geometry_cli.main): the geometry table, --json and --html reports."""
+    from helpers.geometry_cli import main as cli_main
 
-        atomic_write_json(args.json, json_safe(report))
-        print(f"\nwrote {args.json}")
-    return 0
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

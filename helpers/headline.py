@@ -7,12 +7,13 @@ that was not trained, an analysis not run) shows as "not measured", never as a g
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .findings import CLUSTER
+from .claims import CLUSTER, LATE_LAYER_SHARE, late_count
 from .study import format_entry, load_study
 
 Value = float | list[float] | None
@@ -53,13 +54,22 @@ class _Ours:
                 return e.get(key)
         return None
 
-    def orth(self, b: str, a: str, last: int | None = None) -> Value:
-        if last is None:
+    def orth(self, b: str, a: str, late: bool = False) -> Value:
+        """b's share outside a's column space (span reading); with `late`, the range over the
+        last late_count(layers) layers (the study's last five of 36)."""
+        if not late:
             return self.pair("03_delta_geometry", "geometry", "orthogonal_fraction", b, a, ordered=True)
         layers = self.pair(
             "03_delta_geometry", "geometry", "orthogonal_fraction_by_layer", b, a, ordered=True
         )
-        return None if not layers else _span(layers[-last:])
+        return None if not layers else _span(layers[-late_count(len(layers)) :])
+
+    def layers(self) -> int | None:
+        layers = self._get("03_delta_geometry", "layers")
+        return len(layers) if layers else None
+
+    def lr(self, name: str) -> float | None:
+        return self._get("02_training", "runs", name, "lr")
 
     def path(self, a: str, b: str) -> Value:
         curve = self._get("04_mode_connectivity", "paths", f"{a}-{b}")
@@ -99,8 +109,11 @@ def _ratio(a: Value, b: Value) -> Value:
     return None if a is None or b is None or b == 0 else float(a) / float(b)
 
 
+FIVE = ("sft", "rft", "dft", "rift", "grpo")
+
+
 def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
-    others = ("sft", "rft", "dft", "rift", "grpo")
+    others = FIVE
     return [
         ("global_cosine.sft_rft", lambda: o.cosine("sft", "rft")),
         ("global_cosine.sft_rift", lambda: o.cosine("sft", "rift")),
@@ -118,13 +131,13 @@ def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
             for m in ("rft", "rift", "grpo", "dft", "dpo")
         ],
         ("orthogonal_fraction.grpo_sft", lambda: o.orth("grpo", "sft")),
-        ("orthogonal_fraction.grpo_sft_last5", lambda: o.orth("grpo", "sft", last=5)),
+        ("orthogonal_fraction.grpo_sft_last5", lambda: o.orth("grpo", "sft", late=True)),
         (
             "effective_rank.sft_rft_dft_rift",
-            lambda: _mean([o.method(m, "effective_rank_mean") for m in ("sft", "rft", "dft", "rift")]),
+            lambda: _mean([o.method(m, "effective_rank_median") for m in ("sft", "rft", "dft", "rift")]),
         ),
-        ("effective_rank.grpo", lambda: o.method("grpo", "effective_rank_mean")),
-        ("effective_rank.dpo", lambda: o.method("dpo", "effective_rank_mean")),
+        ("effective_rank.grpo", lambda: o.method("grpo", "effective_rank_median")),
+        ("effective_rank.dpo", lambda: o.method("dpo", "effective_rank_median")),
         ("norm.rft_to_rift", lambda: _span([o.method(m, "norm") for m in ("sft", "rft", "rift")])),
         (
             "norm.dpo_smaller_by",
@@ -144,6 +157,11 @@ def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
         ("top1_output.dpo", lambda: _mean([o.pair_entry("dpo", m, "top1_output_mean") for m in others])),
         ("top1_input.dpo", lambda: _span([o.pair_entry("dpo", m, "top1_input_mean") for m in others])),
         ("controls.seed_cosine", lambda: o.cosine("sft", "sft_seed")),
+        ("controls.lr10x_cosine", lambda: o.cosine("dpo", "dpo_samelr")),
+        (
+            "controls.lr10x_norm_ratio",
+            lambda: _ratio(o.method("dpo_samelr", "norm"), o.method("dpo", "norm")),
+        ),
         ("controls.online_grpo_cosine_sft", lambda: o.cosine("online_grpo", "sft")),
         ("controls.online_grpo_orthogonal_fraction", lambda: o.orth("online_grpo", "sft")),
         ("controls.online_grpo_norm", lambda: o.method("online_grpo", "norm")),
@@ -156,8 +174,34 @@ def _rows(o: _Ours) -> list[tuple[str, Callable[[], Value]]]:
         ("gsm8k.five", lambda: _span([o.accuracy(m) for m in others])),
         ("gsm8k.dpo", lambda: o.accuracy("dpo")),
         ("gsm8k.base", lambda: o.accuracy("base")),
+        (
+            "mcnemar.among_five",
+            lambda: _span([o.mcnemar(a, b) for a, b in itertools.combinations(others, 2)]),
+        ),
         ("mcnemar.dpo_vs_each", lambda: _span([o.mcnemar("dpo", m) for m in others])),
     ]
+
+
+def _notes(o: _Ours) -> dict[str, str]:
+    """What our number of a row is, where it is not what the study's description says."""
+    median = "ours: median over modules with a nonzero update, as chapter 03 prints it"
+    notes = {
+        key: median
+        for key in ("effective_rank.sft_rft_dft_rift", "effective_rank.grpo", "effective_rank.dpo")
+    }
+    layers = o.layers()
+    if layers:
+        n = late_count(layers)
+        notes["orthogonal_fraction.grpo_sft_last5"] = (
+            f"ours: the last {n} of {layers} blocks, the study's share {round(LATE_LAYER_SHARE * 36)}/36"
+        )
+    low, high = o.lr("dpo"), o.lr("dpo_samelr")
+    if low and high:
+        note = f"ours: DPO at lr {low:g} against {high:g} ({high / low:.3g}x)"
+        notes["controls.lr10x_cosine"] = note
+        notes["controls.lr10x_norm_ratio"] = note + ", norm of the larger over the smaller"
+    notes["mcnemar.among_five"] = "ours: smallest to largest raw p over the ten pairs"
+    return notes
 
 
 def _fmt(value: Value) -> str:
@@ -175,14 +219,16 @@ def headline_table(results: Mapping[str, Any], study: Mapping[str, Any] | None =
     import pandas as pd
 
     study = study or load_study()
+    ours = _Ours(results)
+    notes = _notes(ours)
     rows = []
-    for key, measure in _rows(_Ours(results)):
+    for key, measure in _rows(ours):
         entry = study[key]
         value = measure()
         rows.append(
             {
                 "key": key,
-                "quantity": entry["description"],
+                "quantity": entry["description"] + (f" ({notes[key]})" if key in notes else ""),
                 "study": format_entry(entry),
                 "ours": _fmt(value),
                 "ours_value": value,
@@ -194,21 +240,29 @@ def headline_table(results: Mapping[str, Any], study: Mapping[str, Any] | None =
 STUDY_FORMS = {"rift_paper": "rift", "grpo_paper": "grpo"}
 
 
+class RenameError(ValueError):
+    """Renaming runs would put two entries under one key."""
+
+
 def rename_methods(obj: Any, mapping: Mapping[str, str] = STUDY_FORMS) -> Any:
     """A copy of results in which `mapping`'s runs take the names of the runs they replace.
 
     With the default, RIFT and offline GRPO *as the study writes them* (rift_paper,
-    grpo_paper) stand in for the published forms, whose own entries are dropped: the
-    study's numbers come from its forms, so its claims are tested on them first. Method
-    names and "a-b" pair keys are renamed in every nested dict, and {"a": .., "b": ..}
-    records in lists.
+    grpo_paper) stand in for the published forms: the study's numbers come from its
+    forms, so its claims are tested on them first. Every entry that involves a replaced
+    run (also a pair of a replaced and a renamed run, e.g. grpo-rift_paper) is dropped
+    BEFORE renaming, so no renamed key can land on one of them; a key or {"a", "b"} record
+    that two entries would still share raises RenameError. Method names and "a-b" pair
+    keys are renamed in every nested dict, and {"a": .., "b": ..} records in lists.
     """
     replaced = set(mapping.values())
+    if replaced & set(mapping):
+        raise RenameError(f"rename_methods: a run is both renamed and replaced in {dict(mapping)}")
 
     def rename(name: str) -> str | None:
         parts = name.split("-")
-        if any(p in replaced for p in parts) and not any(p in mapping for p in parts):
-            return None  # an entry of a replaced run
+        if any(p in replaced for p in parts):
+            return None  # an entry of a replaced run (alone or paired with any other run)
         return "-".join(mapping.get(p, p) for p in parts)
 
     if isinstance(obj, Mapping):
@@ -217,19 +271,38 @@ def rename_methods(obj: Any, mapping: Mapping[str, str] = STUDY_FORMS) -> Any:
             if a is None or b is None:
                 return None
             return {**{k: rename_methods(v, mapping) for k, v in obj.items()}, "a": a, "b": b}
-        out = {}
+        out, origin = {}, {}
         for key, value in obj.items():
             new = rename(key) if isinstance(key, str) else key
-            if new is not None:
-                out[new] = rename_methods(value, mapping)
+            if new is None:
+                continue
+            if new in out:
+                raise RenameError(f"rename_methods: {origin[new]!r} and {key!r} would both become {new!r}")
+            out[new], origin[new] = rename_methods(value, mapping), key
         return out
     if isinstance(obj, list):
         kept = [v for v in obj if not (isinstance(v, str) and v in replaced)]
-        items = [rename_methods(v, mapping) for v in kept]
-        return [v for v, orig in zip(items, kept, strict=True) if not (v is None and orig is not None)]
+        pairs = [(rename_methods(v, mapping), v) for v in kept]
+        pairs = [(new, orig) for new, orig in pairs if not (new is None and orig is not None)]
+        items = [new for new, _ in pairs]
+        # a collision can only come from renaming: check the items whose name renaming changed
+        keys = [_identity(new) for new in items]
+        for key, (_, orig) in zip(keys, pairs, strict=True):
+            if key is not None and key != _identity(orig) and keys.count(key) > 1:
+                raise RenameError(f"rename_methods: {key!r} appears twice in a list after renaming")
+        return items
     if isinstance(obj, str) and obj in mapping:
         return mapping[obj]
     return obj
+
+
+def _identity(item: Any) -> Any:
+    """What makes a list item one run's or one pair's: its name, or its (a, b) record."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, Mapping) and {"a", "b"} <= set(item):
+        return (item["a"], item["b"])
+    return None
 
 
 def verdict_table(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]]):
@@ -251,11 +324,15 @@ def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
     )
 
 
-def findings_record(claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline) -> dict[str, Any]:
-    """What 07_findings writes: claims with their checks and verdicts per form, and the headline table."""
-    keep = ("id", "claim", "criterion", "verdict", "missing", "checks")
+def findings_record(
+    claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline, **extra: Any
+) -> dict[str, Any]:
+    """What 07_findings writes: claims with their checks and verdicts per form, the headline
+    table, and any `extra` records (definitions, reading match, chance) as given."""
+    keep = ("id", "claim", "criterion", "verdict", "reading", "barrier_kind", "missing", "checks")
     return {
-        "claims": {form: [{k: c[k] for k in keep} for c in cs] for form, cs in claims_by_form.items()},
+        "claims": {form: [{k: c.get(k) for k in keep} for c in cs] for form, cs in claims_by_form.items()},
         "verdicts": {form: {c["id"]: c["verdict"] for c in cs} for form, cs in claims_by_form.items()},
         "headline": headline.drop(columns=["quantity", "ours_value"]).to_dict(orient="index"),
+        **extra,
     }

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cache import REPO_ROOT, atomic_write_json, cached_stage, read_json, stable_hash
-from .profiles import Profile, load_profile
+from .cache import REPO_ROOT, atomic_write_json, cached_stage, read_json, stable_hash, stage_folder
+from .cli import add_debug_flag, reports_errors
+from .profiles import METHODS, VARIANTS, Profile, load_profile
 
 SWEEP_DIR = REPO_ROOT / "data" / "lr_sweep"
 
@@ -48,7 +49,7 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
     """Train `method` at each learning rate and score it; returns one row per rate."""
     from .evaluate import evaluate_adapters, load_eval_set
     from .pipeline import lora_init_dir, rollouts_stage, run_root, student_dir
-    from .train import train_method
+    from .train import last_good_path, train_method
 
     rollouts = rollouts_stage(profile) / "rollouts.jsonl"
     student = student_dir(profile)
@@ -60,13 +61,22 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
             profile, train=dataclasses.replace(profile.train, lr=lr, lr_overrides={})
         )
 
-        def build(tmp: Path, variant: Profile = variant) -> None:
-            train_method(variant, method, student, rollouts, tmp / "adapter", lora_init_dir(profile))
+        inputs = {"p": protocol_hash(profile), "lr": lr}
+        last_good = last_good_path(stage_folder(f"sweep-{method}", inputs, run_root(profile)))
+
+        def build(tmp: Path, variant: Profile = variant, last_good: Path = last_good) -> None:
+            train_method(
+                variant,
+                method,
+                student,
+                rollouts,
+                tmp / "adapter",
+                lora_init_dir(profile),
+                last_good_dir=last_good,
+            )
 
         start = time.perf_counter()
-        folder = cached_stage(
-            f"sweep-{method}", {"p": protocol_hash(profile), "lr": lr}, build, run_root(profile)
-        )
+        folder = cached_stage(f"sweep-{method}", inputs, build, run_root(profile))
         seconds[f"{lr:g}"] = time.perf_counter() - start
         adapters[f"{lr:g}"] = folder / "adapter"
     results = evaluate_adapters(
@@ -101,18 +111,34 @@ def load_sweep(profile: Profile) -> dict[str, Any] | None:
     return data
 
 
+def _rates(text: str) -> list[float]:
+    """`--lrs`: comma-separated learning rates, each a finite number > 0."""
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not rates or not all(0 < r < float("inf") for r in rates):
+        raise argparse.ArgumentTypeError(f"learning rates must be finite numbers > 0, got {text!r}")
+    return rates
+
+
+@reports_errors
 def main(argv: list[str] | None = None) -> int:
+    """Command line: sweep one method's learning rate (arguments and profile checked before any work)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.lr_sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--method", required=True)
-    parser.add_argument("--lrs", required=True, help="comma-separated peak learning rates")
+    parser.add_argument("--method", required=True, choices=METHODS + VARIANTS)
+    parser.add_argument("--lrs", required=True, type=_rates, help="comma-separated peak learning rates")
     parser.add_argument("--n-eval", type=int, default=128, help="held-out problems per score")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.n_eval < 1:
+        parser.error(f"--n-eval must be at least 1, got {args.n_eval}")
     from .pipeline import configure_environment
 
     profile = load_profile(args.profile)
     configure_environment(profile)
-    rows = sweep(profile, args.method, [float(x) for x in args.lrs.split(",")], args.n_eval)
+    rows = sweep(profile, args.method, args.lrs, args.n_eval)
     path = sweep_path(profile.name)
     data = read_json(path) if path.exists() else {}
     if data.get("protocol") != protocol_hash(profile):

@@ -8,7 +8,6 @@ it, a changed knob rebuilds only what depends on it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,12 @@ from .cache import (
     atomic_write_json,
     atomic_write_jsonl,
     cached_stage,
+    file_key,
     read_json,
     read_jsonl,
     runs_root,
     stable_hash,
+    stage_folder,
 )
 from .profiles import Profile
 
@@ -54,10 +55,46 @@ def resolve_device(profile: Profile) -> str:
 # --- stage 1: problems -------------------------------------------------------------
 
 
+def _data_inputs(profile: Profile) -> dict[str, Any]:
+    """The data knobs a stage reads; extra evaluation sets are keyed by their own content, so
+    adding one never rebuilds the problems, rollouts or adapters."""
+    data = profile.to_dict()["data"]
+    data.pop("extra_eval_paths", None)
+    return data
+
+
+def _source_file(source: str, split: str) -> str | Path | None:
+    """The local file a data source names by itself (a .jsonl path, or gsm8k's shared copy)."""
+    if source == "gsm8k":
+        from .data import GSM8K_DIR
+
+        return GSM8K_DIR / f"{split}.jsonl"
+    if source.endswith(".jsonl") or Path(source).is_file():
+        return source
+    return None
+
+
+def data_file_keys(profile: Profile) -> dict[str, Any]:
+    """Content keys (cache.file_key) of every local file the profile's data section may read.
+
+    A path that is not read in the end only costs a hash; a file that is read and left out
+    would let an edited file reuse stale problems.
+    """
+    d = profile.data
+    files = {
+        "train_path": d.train_path,
+        "eval_path": d.eval_path,
+        "train_source": _source_file(d.train_source, "train"),
+        "eval_source": _source_file(d.eval_source, "test"),
+    }
+    return {name: file_key(path) for name, path in files.items() if path is not None}
+
+
 def _problems_inputs(profile: Profile) -> dict[str, Any]:
     return {
         "v": STAGE_VERSIONS["problems"],
-        "data": profile.to_dict()["data"],
+        "data": _data_inputs(profile),
+        "files": data_file_keys(profile),
         "pretrain_problems": profile.model.pretrain_problems,
         "student": profile.model.student,
     }
@@ -164,18 +201,13 @@ def teacher_ref(profile: Profile) -> str:
 
 
 def _rollout_inputs(profile: Profile) -> dict[str, Any]:
-    rollouts_file = profile.model.rollouts_file
-    file_key = (
-        hashlib.sha256(Path(rollouts_file).read_bytes()).hexdigest()[:16]
-        if rollouts_file and Path(rollouts_file).exists()
-        else None
-    )
+    rollouts_file = profile.model.rollouts_file or None
     return {
         "v": STAGE_VERSIONS["rollouts"],
         "base": _base_inputs(profile),
         "rollouts": profile.to_dict()["rollouts"],
         "file": rollouts_file,
-        "file_hash": file_key,
+        "file_hash": file_key(rollouts_file),
     }
 
 
@@ -271,7 +303,7 @@ def run_names(profile: Profile) -> list[str]:
 
 def adapter_stage(profile: Profile, name: str) -> Path:
     """Train one method or control from the shared init; returns the adapter folder."""
-    from .train import train_method
+    from .train import last_good_path, train_method
 
     method, control = split_run_name(name)
     rollouts = rollouts_stage(profile) / "rollouts.jsonl"
@@ -284,12 +316,22 @@ def adapter_stage(profile: Profile, name: str) -> Path:
         "name": name,
     }
 
+    # Beside the stage, not in its temporary folder: a diverged run's last finite weights outlive it.
+    last_good = last_good_path(stage_folder(f"adapter-{name}", inputs, run_root(profile)))
+
     def build(tmp: Path) -> None:
         from .seeding import seed_everything
 
         seed_everything(profile.train.seed)
         train_method(
-            profile, method, student, rollouts, tmp / "adapter", lora_init_dir(profile), control=control
+            profile,
+            method,
+            student,
+            rollouts,
+            tmp / "adapter",
+            lora_init_dir(profile),
+            control=control,
+            last_good_dir=last_good,
         )
 
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
@@ -303,6 +345,23 @@ def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path
 # --- stage 5: evaluation -----------------------------------------------------------
 
 
+def _evaluation_inputs(
+    profile: Profile, runs: dict[str, Path], source: str | None, path: str | None
+) -> dict[str, Any]:
+    a = profile.analysis
+    return {
+        "v": STAGE_VERSIONS["evaluation"],
+        "runs": {n: str(p) for n, p in runs.items()},
+        "data": _data_inputs(profile),
+        "files": data_file_keys(profile),
+        "source": source,
+        # the file's content, not its name: an edited set is scored again
+        "source_file": file_key(path if path is not None else source and _source_file(source, "test")),
+        "max_new_tokens": a.eval_max_new_tokens,
+        "base": _base_inputs(profile),
+    }
+
+
 def evaluation_stage(
     profile: Profile, names: list[str] | None = None, source: str | None = None, path: str | None = None
 ) -> dict[str, dict]:
@@ -311,15 +370,7 @@ def evaluation_stage(
 
     runs = adapters(profile, names)
     a = profile.analysis
-    inputs = {
-        "v": STAGE_VERSIONS["evaluation"],
-        "runs": {n: str(p) for n, p in runs.items()},
-        "data": profile.to_dict()["data"],
-        "source": source,
-        "path": path,
-        "max_new_tokens": a.eval_max_new_tokens,
-        "base": _base_inputs(profile),
-    }
+    inputs = _evaluation_inputs(profile, runs, source, path)
 
     def build(tmp: Path) -> None:
         problems = load_eval_set(profile, source=source, path=path)

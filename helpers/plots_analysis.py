@@ -58,8 +58,50 @@ def cosine_heatmap(report: Mapping) -> plt.Figure:
     return fig
 
 
-def angle_distributions(report: Mapping, ref: str = "sft") -> plt.Figure:
-    """Per-module smallest and largest principal angle between each method's update and `ref`'s."""
+CHANCE_COLOR = "0.55"
+READING_TITLES = {
+    "span": "outside {ref}'s column space",
+    "top_k": "outside {ref}'s top-{k} left singular vectors",
+    "direction": "outside {ref}'s direction (sqrt(1 - cos^2))",
+}
+
+
+def _chance_band(ax, stats, label: str = "chance") -> None:
+    """A grey band over the 5-95% range of a chance measure and a dashed line at its mean."""
+    if not stats:
+        return
+    ax.axhspan(stats["lo"], stats["hi"], color=CHANCE_COLOR, alpha=0.2, lw=0)
+    ax.axhline(stats["mean"], color=CHANCE_COLOR, ls="--", lw=1, label=label)
+
+
+def _legend_outside(ax, **kwargs) -> None:
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), **kwargs)
+
+
+def cosines_to(report: Mapping, ref: str = "sft", chance: Mapping | None = None, floor: str | None = None):
+    """Global cosine of every update to `ref`'s, with the chance band and the noise floor (a rerun of `ref`)."""
+    set_style()
+    names = [n for n in report["methods"] if n != ref]
+    values = [pair_entry(report, ref, n)[0]["global_cosine"] for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names) + 2.5), 3.4))
+    ax.bar(names, values, color=[color_of(n) for n in names])
+    ax.axhline(0, color="black", lw=0.6)
+    if chance:
+        _chance_band(ax, chance["measures"]["global_cosine"], "two random updates (5-95%)")
+    if floor and floor in names:
+        ax.axhline(values[names.index(floor)], color="black", ls=":", lw=1, label=f"noise floor ({floor})")
+    ax.set(
+        ylim=(min(-0.1, min(values) - 0.05), 1.02), ylabel=f"global cosine to {ref}", title=f"cosine to {ref}"
+    )
+    ax.tick_params(axis="x", rotation=30)
+    if chance or floor:
+        _legend_outside(ax)
+    return fig
+
+
+def angle_distributions(report: Mapping, ref: str = "sft", chance: Mapping | None = None) -> plt.Figure:
+    """Per-module smallest and largest principal angle between each method's update and `ref`'s,
+    with the chance level of their medians over modules (two random rank-r updates)."""
     set_style()
     rows = []
     for name in report["methods"]:
@@ -67,10 +109,13 @@ def angle_distributions(report: Mapping, ref: str = "sft") -> plt.Figure:
             continue
         entry, _ = pair_entry(report, ref, name)
         for kind, key in (("smallest", "angle_min_by_module"), ("largest", "angle_max_by_module")):
-            rows += [{"run": name, "angle": v, "which": kind} for v in entry[key] if not math.isnan(v)]
+            rows += [{"run": name, "angle": v, "which": kind} for v in entry[key] if not _nan(v)]
     data = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(max(6, 0.8 * data["run"].nunique() + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 0.8 * data["run"].nunique() + 3), 3.8))
     sns.boxplot(data=data, x="run", y="angle", hue="which", ax=ax, fliersize=2, palette=["C0", "C1"])
+    if chance:
+        for key, kind in (("angle_min_median", "smallest"), ("angle_max_median", "largest")):
+            _chance_band(ax, chance["measures"][key], f"chance, median {kind}")
     ax.axhline(90, color="grey", lw=1, ls=":")
     ax.set(
         ylim=(0, 92),
@@ -79,51 +124,73 @@ def angle_distributions(report: Mapping, ref: str = "sft") -> plt.Figure:
         title=f"top-{report['k']} output subspaces: angles to {ref}, over modules",
     )
     ax.tick_params(axis="x", rotation=30)
-    ax.legend(frameon=False, title="angle")
+    _legend_outside(ax, title="angle")
     return fig
 
 
-def orthogonal_by_layer(report: Mapping, ref: str = "sft") -> plt.Figure:
-    """Share of each update outside `ref`'s column space, layer by layer, and the layers' norms."""
+def _nan(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def orthogonal_by_layer(report: Mapping, ref: str = "sft", chance: Mapping | None = None) -> plt.Figure:
+    """Share of each update outside `ref`'s, layer by layer, in the three readings side by side,
+    with the chance band of two random rank-r updates per layer."""
     set_style()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    readings = report.get("readings", ["span"])
+    fig, axes = plt.subplots(
+        1, len(readings), figsize=(4.2 * len(readings) + 1.5, 3.6), sharey=True, squeeze=False
+    )
+    layers = report["layers"]
+    for ax, reading in zip(axes[0], readings, strict=True):
+        suffix = "" if reading == "span" else f"_{reading}"
+        for name in report["methods"]:
+            if name == ref:
+                continue
+            entry, flipped = pair_entry(report, ref, name)
+            # orth_frac is b's share outside a's space; we want `name` outside `ref`.
+            series = entry[f"orth_frac_rev{suffix}_by_layer" if flipped else f"orth_frac{suffix}_by_layer"]
+            ax.plot(layers, series, marker="o", ms=3, label=name, color=color_of(name), ls=line_style(name))
+        if chance:
+            band = chance["by_layer"][f"orth_frac{suffix}_by_layer"]
+            ax.fill_between(layers, band["lo"], band["hi"], color=CHANCE_COLOR, alpha=0.25, lw=0)
+            ax.plot(layers, band["mean"], color=CHANCE_COLOR, ls="--", lw=1, label="two random updates")
+        ax.set(
+            ylim=(0, 1.02),
+            xlabel="layer",
+            title=f"{reading}: " + READING_TITLES[reading].format(ref=ref, k=report["k"]),
+        )
+        ax.set_xticks(layers)
+        ax.title.set_fontsize(9)
+    axes[0][0].set_ylabel(f"orthogonal fraction to {ref}")
+    _legend_outside(axes[0][-1], ncol=1)
+    return fig
+
+
+def norm_by_layer(report: Mapping) -> plt.Figure:
+    """||dW||_F of each update, layer by layer (log scale)."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     layers = report["layers"]
     for name in report["methods"]:
-        if name == ref:
-            continue
-        entry, flipped = pair_entry(report, ref, name)
-        # orth_frac is b's share outside a's space; we want `name` outside `ref`.
-        series = entry["orth_frac_rev_by_layer" if flipped else "orth_frac_by_layer"]
-        axes[0].plot(layers, series, marker="o", ms=3, label=name, color=color_of(name), ls=line_style(name))
-    axes[0].set(
-        ylim=(0, 1.02),
-        xlabel="layer",
-        ylabel=f"orthogonal fraction to {ref}",
-        title=f"||dW - P_{ref} dW|| / ||dW||",
-    )
-    axes[0].legend(frameon=False, fontsize=8, ncol=2)
-    for name in report["methods"]:
-        axes[1].plot(
-            layers,
-            report["per_method"][name]["norm_by_layer"],
-            marker="o",
-            ms=3,
-            label=name,
-            color=color_of(name),
-        )
-    axes[1].set(yscale="log", xlabel="layer", ylabel="||dW||_F", title="update norm by layer")
+        norms = report["per_method"][name]["norm_by_layer"]
+        ax.plot(layers, norms, marker="o", ms=3, label=name, color=color_of(name), ls=line_style(name))
+    ax.set(yscale="log", xlabel="layer", ylabel="||dW||_F", title="update norm by layer")
+    ax.set_xticks(layers)
+    _legend_outside(ax)
     return fig
 
 
-def effective_ranks(report: Mapping, rank: int | None = None) -> plt.Figure:
-    """Effective rank of each update (median over modules, with the spread)."""
+def effective_ranks(report: Mapping, rank: int | None = None, chance: Mapping | None = None) -> plt.Figure:
+    """Effective rank of each update per module (modules with a zero update left out), with
+    the LoRA rank and the effective rank of a random rank-r update."""
     set_style()
     rows = [
         {"run": n, "effective rank": v}
         for n in report["methods"]
         for v in report["per_method"][n]["effective_rank_by_module"]
+        if not _nan(v)
     ]
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(report["methods"]) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(report["methods"]) + 3), 3.4))
     sns.boxplot(
         data=pd.DataFrame(rows),
         x="run",
@@ -135,10 +202,13 @@ def effective_ranks(report: Mapping, rank: int | None = None) -> plt.Figure:
         legend=False,
     )
     if rank:
-        ax.axhline(rank, color="grey", ls=":", lw=1)
-        ax.text(-0.4, rank, f" LoRA rank {rank}", va="bottom", fontsize=8, color="grey")
+        ax.axhline(rank, color="black", ls=":", lw=1, label=f"LoRA rank {rank}")
+    if chance:
+        _chance_band(ax, chance["measures"]["effective_rank_median"], "random rank-r update")
     ax.set(xlabel="", title="effective rank of dW per module")
     ax.tick_params(axis="x", rotation=30)
+    if rank or chance:
+        _legend_outside(ax)
     return fig
 
 

@@ -2,15 +2,17 @@
 
 Tiny models see plain text (`Question: ...\nAnswer:` then ` <solution>` and EOS);
 chat models (the `paper` profile) get their chat template with a step-by-step
-instruction. Training, rollouts, evaluation and connectivity all go through here,
-so the same text reaches the model at every stage.
+instruction that asks for the final answer in `\\boxed{}`. Training, rollouts, evaluation
+and connectivity all go through here, so the same text reaches the model at every stage.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-INSTRUCTION = "Solve the problem step by step. End with a line of the form '#### <number>'."
+# The instruction Qwen's math models and the study's verifier expect: the answer in \boxed{}, which
+# the grader reads first after a `####` line (helpers.data.is_correct also takes "The answer is").
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 def uses_chat_template(tokenizer: Any) -> bool:

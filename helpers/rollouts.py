@@ -197,11 +197,15 @@ def read_rollouts(path: str | Path) -> list[dict]:
             )
             raise RolloutError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}{hint}")
         try:
+            if isinstance(record["reward"], bool):  # float(true) would pass as 1.0
+                raise TypeError
             record["reward"] = float(record["reward"])
         except (TypeError, ValueError):
             raise RolloutError(
                 f"{path}:{lineno}: field `reward` is not a number: {record['reward']!r}"
             ) from None
+        if not math.isfinite(record["reward"]):
+            raise RolloutError(f"{path}:{lineno}: field `reward` is not finite: {record['reward']!r}")
         record.setdefault("correct", record["reward"] > 0)
         record.setdefault("sample_logp", None)
         records.append(record)

@@ -118,42 +118,124 @@ def principal_angles(
     return np.degrees(subspace_angles(basis_a[:, :k], basis_b[:, :k]).numpy())
 
 
-def orthogonal_fraction(
-    b: LowRankDelta | FactoredSVD, a: LowRankDelta | FactoredSVD, k: int | None = None
-) -> float:
-    """||dW_b - P_a dW_b||_F / ||dW_b||_F: the share of b outside a's output subspace.
+READINGS = ("span", "top_k", "direction")
+DEFAULT_TOP_K = 10
 
-    P_a projects onto the full column space of dW_a (its numerical rank, at most r),
-    or onto its top-k left singular vectors when k is given. 0 when b's columns lie
-    in a's span, 1 when orthogonal; nan when b is zero. Computed as
-    sqrt(||S_b||^2 - ||U_a^T U_b S_b||^2) from r x r products (see _residual_sq).
+
+def _reading(reading: str | None, k: int | None) -> tuple[str, int]:
+    """The reading and k a call asks for; k alone keeps its older meaning, the top-k reading."""
+    if reading is None:
+        reading = "span" if k is None else "top_k"
+    if reading not in READINGS:
+        raise ValueError(
+            f"orthogonal fraction: reading must be one of {', '.join(READINGS)}, got {reading!r}"
+        )
+    k = DEFAULT_TOP_K if k is None else int(k)
+    if k < 1:
+        raise ValueError(f"orthogonal fraction: k must be positive, got {k}")
+    return reading, k
+
+
+def orthogonal_fraction(
+    b: LowRankDelta | FactoredSVD,
+    a: LowRankDelta | FactoredSVD,
+    reading: str | None = None,
+    k: int | None = None,
+) -> float:
+    """||dW_b - P_a dW_b||_F / ||dW_b||_F: the share of b outside a, in one of three readings.
+
+    The study does not say onto what P_a projects; each reading is one answer:
+    "span" (the default) onto the column space of dW_a (its numerical rank, at most r);
+    "top_k" onto its top-k left singular vectors (k=10 unless given; k given without a
+    reading means "top_k"); "direction" onto dW_a itself as one flattened vector, which
+    is sqrt(1 - cos^2). 0 when b lies inside, 1 when orthogonal (also when a is zero);
+    nan when b is zero. Factored: r x r products only (see _residual_sq).
+
+    Why span <= direction always: X -> U_a U_a^T X is the orthogonal projection (in the
+    Frobenius inner product) onto S = {X : col(X) in col(dW_a)}. dW_a lies in S, so the
+    line L through dW_a is a subspace of S, and projecting onto the larger subspace
+    leaves the smaller residual: ||X - P_S X|| <= ||X - P_L X||. The same holds per layer
+    and globally (S the direct sum over modules, L the line of the concatenated update).
+    Likewise top_k >= span (the top-k subspace lies inside the span); top_k and
+    direction are not ordered.
     """
+    reading, k = _reading(reading, k)
     sa, sb = factored_svd(a), factored_svd(b)
-    u_a = sa.U if k is None else sa.U[:, :k]
-    residual_sq, norm_sq = _residual_sq(u_a, sb.U, sb.S, u_a.T @ sb.U)
+    residual_sq, norm_sq = module_residuals(sa, sb, k)[reading]
     return _ratio(math.sqrt(residual_sq), math.sqrt(norm_sq))
 
 
+def module_residuals(sa: FactoredSVD, sb: FactoredSVD, k: int) -> dict[str, tuple[float, float]]:
+    """(||dW_b outside a||^2, ||dW_b||^2) in each reading, and ("inner", <dW_a, dW_b>, ||dW_a||^2)."""
+    cross_u = sa.U.T @ sb.U
+    top = min(int(k), sa.rank)
+    inner = float((sa.S[:, None] * cross_u * (sa.V.T @ sb.V) * sb.S[None, :]).sum())
+    norm_a, norm_b = float((sa.S**2).sum()), float((sb.S**2).sum())
+    return {
+        "span": _residual_sq(sa.U, sb.U, sb.S, cross_u),
+        "top_k": _residual_sq(sa.U[:, :top], sb.U, sb.S, cross_u[:top]),
+        "direction": (_direction_residual_sq(inner, norm_a, norm_b), norm_b),
+        "inner": (inner, norm_a),
+    }
+
+
+def _direction_residual_sq(inner: float, norm_a_sq: float, norm_b_sq: float) -> float:
+    """||b||^2 - <a, b>^2 / ||a||^2: b's squared norm outside the line through a (all of it if a = 0).
+
+    = ||b||^2 (1 - cos^2); it loses digits only as cos -> 1, where the fraction is ~0 anyway.
+    """
+    if norm_a_sq <= 0:
+        return norm_b_sq
+    return max(norm_b_sq - inner**2 / norm_a_sq, 0.0)
+
+
 def orthogonal_fractions(
-    deltas_b: dict[str, LowRankDelta], deltas_a: dict[str, LowRankDelta], k: int | None = None
+    deltas_b: dict[str, LowRankDelta],
+    deltas_a: dict[str, LowRankDelta],
+    reading: str | None = None,
+    k: int | None = None,
 ) -> dict:
-    """orthogonal_fraction of every module of b against a, per layer and global.
+    """orthogonal_fraction of every module of b against a, per layer and global, in one reading.
 
     Per layer and global: sqrt(summed squared residuals / summed squared norms), i.e.
-    the share of the flattened update outside a's per-module output subspaces.
+    the share of the flattened update outside a's per-module subspaces ("span", "top_k");
+    for "direction", outside the line through a's flattened update at that level, so
+    the global value is sqrt(1 - global cosine^2).
     """
+    reading, k = _reading(reading, k)
     check_compatible(deltas_b, deltas_a, "b", "a")
-    resid, norm = {}, {}
+    resid, norm, inner, norm_a = {}, {}, {}, {}
     for m in deltas_b:
-        sa, sb = factored_svd(deltas_a[m]), factored_svd(deltas_b[m])
-        u_a = sa.U if k is None else sa.U[:, :k]
-        resid[m], norm[m] = _residual_sq(u_a, sb.U, sb.S, u_a.T @ sb.U)
+        res = module_residuals(factored_svd(deltas_a[m]), factored_svd(deltas_b[m]), k)
+        resid[m], norm[m] = res[reading]
+        inner[m], norm_a[m] = res["inner"]
     groups = _layer_groups(list(deltas_b), deltas_b)
+    everything = {"all": list(deltas_b)}
+    if reading == "direction":
+        by_layer = direction_fractions(inner, norm_a, norm, groups)
+        overall = direction_fractions(inner, norm_a, norm, everything)[0]
+    else:
+        by_layer = _grouped_ratio(resid, norm, groups, root=True)
+        overall = _grouped_ratio(resid, norm, everything, root=True)[0]
     return {
-        "global": math.sqrt(_ratio(sum(resid.values()), sum(norm.values()))),
-        "by_layer": dict(zip(groups, _grouped_ratio(resid, norm, groups, root=True), strict=True)),
+        "global": overall,
+        "by_layer": dict(zip(groups, by_layer, strict=True)),
         "by_module": {m: math.sqrt(_ratio(resid[m], norm[m])) for m in deltas_b},
+        "reading": reading,
+        "k": k if reading == "top_k" else None,
     }
+
+
+def direction_fractions(
+    inner: dict[str, float], norm_a: dict[str, float], norm_b: dict[str, float], groups: dict
+) -> list[float]:
+    """Per group: the share of b's concatenated update outside the line through a's (sqrt(1 - cos^2))."""
+    out = []
+    for mods in groups.values():
+        nb = sum(norm_b[m] for m in mods)
+        res = _direction_residual_sq(sum(inner[m] for m in mods), sum(norm_a[m] for m in mods), nb)
+        out.append(math.sqrt(_ratio(res, nb)) if nb > 0 else float("nan"))
+    return out
 
 
 def _residual_sq(

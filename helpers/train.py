@@ -1,14 +1,17 @@
 """The one training entry point for every method and control.
 
     python -m helpers.train --profile P --method M [--control C] [--base DIR] [--rollouts FILE]
-                            [--out DIR] [--init DIR]
+                            [--out DIR] [--init DIR] [--debug]
 
 also under `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 -m helpers.train ...`).
 Every method loads the ONE shared LoRA initialisation (`make_lora_init`) and trains with
 the same tokenisation, optimiser (AdamW), schedule, batch, weight decay, clipping, step
 count and seed; only the loss and the learning rate (`profile.train.lr_for`) differ.
 The adapter lands in `out_dir` (PEFT format) with `training_log.json` and
-`train_meta.json`, all written to a temporary folder renamed at the end.
+`train_meta.json`, all written to a temporary folder renamed at the end. An existing
+`out_dir` is replaced only if it is empty or an adapter folder written here (it holds
+`train_meta.json` and `adapter_config.json`); anything else is refused, never deleted.
+If the loss diverges, the last finite weights go to `<out_dir>.last_good`, beside it.
 """
 
 from __future__ import annotations
@@ -29,12 +32,30 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from helpers.cache import atomic_write_json, cached_stage, read_json, runs_root, stable_hash
+from helpers.cache import (
+    atomic_write_json,
+    cached_stage,
+    publish,
+    read_json,
+    remove_stale,
+    replace_folder,
+    runs_root,
+    scratch_path,
+    stable_hash,
+)
+from helpers.cli import add_debug_flag, reports_errors
 from helpers.losses import BLOCKS, REFERENCE_COLUMNS, loss_hparams
-from helpers.method_data import build_method_dataset, load_rollouts
-from helpers.profiles import Profile, load_profile
+from helpers.method_data import METHOD_NAMES, build_method_dataset, load_rollouts
+from helpers.profiles import Profile, load_profile, profile_source
 from helpers.seeding import seed_everything
-from helpers.trainer import MethodCollator, MethodTrainer, TrainingDiverged, reference_logps, tokenize_dataset
+from helpers.trainer import (
+    LAST_GOOD_MARKERS,
+    MethodCollator,
+    MethodTrainer,
+    TrainingDiverged,
+    reference_logps,
+    tokenize_dataset,
+)
 from helpers.trainer import training_log as _training_log
 
 __all__ = ["CONTROLS", "TrainingDiverged", "make_lora_init", "train_method", "main"]
@@ -42,6 +63,8 @@ __all__ = ["CONTROLS", "TrainingDiverged", "make_lora_init", "train_method", "ma
 # Each control is a variant of one method.
 CONTROLS = {"sft_order": "sft", "sft_seed": "sft", "dpo_samelr": "dpo", "online_grpo": "grpo"}
 REF_LOGPS_VERSION = 1
+# What makes a folder one of ours to replace: an adapter written by `_finish`.
+ADAPTER_MARKERS = ("train_meta.json", "adapter_config.json")
 
 
 class TrainConfigError(ValueError):
@@ -69,7 +92,8 @@ def make_lora_init(
     """Create (once) and save the shared LoRA initialisation: lora_A random from `seed`, lora_B zero.
 
     Reused if `out_dir` already holds an init with the same settings; a folder with
-    other settings is an error rather than silently reused.
+    other settings, or a non-empty folder that holds no init, is an error rather than
+    silently reused or replaced.
     """
     out_dir = Path(out_dir)
     meta = {"seed": seed, "r": profile.lora.r, "alpha": profile.lora.alpha, "dropout": profile.lora.dropout}
@@ -82,16 +106,25 @@ def make_lora_init(
                 f"{out_dir} holds a LoRA init made with {old}, not {meta}; pass another --init"
             )
         return out_dir
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise TrainConfigError(
+            f"--init {out_dir} is a non-empty folder without a LoRA init (no adapter_config.json); "
+            "refusing to replace it: pass a new or empty folder"
+        )
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=_dtype(profile))
     seed_everything(seed)
     model = get_peft_model(base, _lora_config(profile))
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    atomic_write_json(tmp / "init_meta.json", meta)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
+    remove_stale(out_dir.parent)
+    tmp = scratch_path(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        atomic_write_json(tmp / "init_meta.json", meta)
+        # Another run may have made the same init meanwhile: keep the first, never replace it.
+        publish(tmp, out_dir, lambda folder: (folder / "adapter_config.json").exists())
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
 
 
@@ -207,24 +240,61 @@ def _init_for(profile: Profile, base_dir: str | os.PathLike, init_dir: Path, con
         return make_lora_init(profile, base_dir, init_dir, seed)
 
 
+def check_out_dir(out_dir: str | os.PathLike, flag: str = "--out", markers: tuple = ADAPTER_MARKERS) -> None:
+    """Refuse an existing `out_dir` unless it is empty or a folder this program wrote (holds `markers`).
+
+    Called before any work, and again just before the finished adapter replaces it.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise TrainConfigError(f"{flag} {out_dir} is a file, not a folder")
+    if not any(out_dir.iterdir()) or all((out_dir / m).is_file() for m in markers):
+        return
+    raise TrainConfigError(
+        f"{flag} {out_dir} is a non-empty folder that this program did not write (it lacks "
+        f"{' and '.join(markers)}); refusing to replace it: pass a new or empty folder"
+    )
+
+
+def last_good_path(out_dir: str | os.PathLike) -> Path:
+    """Where a diverged run keeps its last finite adapter: beside out_dir, never inside it."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f"{out_dir.name}.last_good")
+
+
 def _fresh_tmp(out_dir: Path, state: PartialState) -> Path:
-    """An empty sibling folder to train into (made by the main process), renamed to out_dir at the end."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    """An empty sibling folder to train into, unique to this run (host, pid), renamed to out_dir at the end.
+
+    The main process names and makes it (after removing those of dead runs); the other
+    processes of a launch receive its name.
+    """
+    tmp = None
     if state.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir.parent)
+        tmp = scratch_path(out_dir)
+        tmp.mkdir()
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        tmp = broadcast_object_list([tmp])[0]
     state.wait_for_everyone()
-    return tmp
+    return Path(tmp)
 
 
 def _finish(tmp: Path, out_dir: Path, model: PeftModel, log_history: list[dict], meta: dict) -> None:
-    """Save adapter, log and meta in tmp, then rename tmp to out_dir (main process only)."""
-    model.save_pretrained(tmp)
-    atomic_write_json(tmp / "training_log.json", _training_log(log_history))
-    atomic_write_json(tmp / "train_meta.json", meta)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    """Save adapter, log and meta in tmp, then swap tmp in for out_dir by renames (main process only)."""
+    try:
+        model.save_pretrained(tmp)
+        atomic_write_json(tmp / "training_log.json", _training_log(log_history))
+        atomic_write_json(tmp / "train_meta.json", meta)
+        check_out_dir(out_dir)  # files may have appeared there while we trained
+        replace_folder(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def train_method(
@@ -235,10 +305,18 @@ def train_method(
     out_dir: str | os.PathLike,
     init_dir: str | os.PathLike,
     control: str | None = None,
+    last_good_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """Train one method (or control) from the shared LoRA init; return out_dir with the adapter."""
+    """Train one method (or control) from the shared LoRA init; return out_dir with the adapter.
+
+    `last_good_dir` (default `<out_dir>.last_good`) receives the last finite weights if the
+    loss diverges; pass a folder that outlives out_dir's parent when that is temporary.
+    """
     lr, data_seed = _resolve(profile, method, control)
     out_dir, init_dir = Path(out_dir), Path(init_dir)
+    last_good_dir = Path(last_good_dir) if last_good_dir is not None else last_good_path(out_dir)
+    check_out_dir(out_dir)
+    check_out_dir(last_good_dir, "last_good", LAST_GOOD_MARKERS)
     state = PartialState()
     if control == "online_grpo":
         return _train_online_grpo(profile, base_dir, rollouts, out_dir, init_dir)
@@ -264,7 +342,7 @@ def train_method(
         processing_class=tokenizer,
         method=method,
         hparams=loss_hparams(method, profile.train),
-        last_good_dir=out_dir / "last_good",
+        last_good_dir=last_good_dir,
     )
     start = time.time()
     try:
@@ -280,6 +358,7 @@ def train_method(
         "method": method,
         "control": control,
         "profile": profile.name,
+        "profile_file": profile_source(profile),
         "lr": lr,
         "steps": steps,
         "seconds": seconds,
@@ -360,6 +439,7 @@ def _train_online_grpo(
         "method": "grpo",
         "control": "online_grpo",
         "profile": profile.name,
+        "profile_file": profile_source(profile),
         "lr": t.lr,
         "steps": trainer.state.global_step,
         "seconds": time.time() - start,
@@ -377,18 +457,39 @@ def _train_online_grpo(
     return out_dir
 
 
+@reports_errors
 def main(argv: list[str] | None = None) -> Path:
-    """Command line: train one method (or control) of a profile."""
+    """Command line: train one method (or control) of a profile.
+
+    Every argument and the profile are checked before any stage is built or loaded.
+    """
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, help="smoke | tiny | paper | path to a profile .yaml")
-    parser.add_argument("--method", required=True, help="sft rft dft rift grpo dpo rift_paper grpo_paper")
+    parser.add_argument(
+        "--method", required=True, choices=METHOD_NAMES, metavar="METHOD", help=" ".join(METHOD_NAMES)
+    )
     parser.add_argument("--control", choices=sorted(CONTROLS), default=None)
     parser.add_argument("--base", help="base model folder or hub id (default: the profile's student)")
     parser.add_argument("--rollouts", help="graded rollouts jsonl (default: the profile's rollouts stage)")
     parser.add_argument("--out", help="output folder (default: <runs>/<profile>/train-<method>[-<control>])")
     parser.add_argument("--init", help="shared LoRA init folder (default: the profile's lora_init-<hash>)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     profile = load_profile(args.profile)
+    _resolve(profile, args.method, args.control)
+    root = runs_root() / profile.name
+    name = f"train-{args.method}" + (f"-{args.control}" if args.control else "")
+    out = Path(args.out) if args.out else root / name
+    check_out_dir(out)
+    check_out_dir(last_good_path(out), "last_good", LAST_GOOD_MARKERS)
+    if args.base and args.base.startswith(("/", ".", "~")) and not Path(args.base).expanduser().is_dir():
+        raise TrainConfigError(f"--base {args.base} is not a folder (give a model folder or a hub id)")
+    if args.init:
+        check_out_dir(args.init, "--init", ("adapter_config.json",))
+    if args.rollouts and args.control == "online_grpo":
+        load_rollouts(args.rollouts)  # names the file, line and field of a bad record
+    elif args.rollouts:
+        build_method_dataset(args.rollouts, args.method, profile.train, seed=profile.train.seed)
     from helpers import pipeline
 
     pipeline.configure_environment(profile)
@@ -396,9 +497,6 @@ def main(argv: list[str] | None = None) -> Path:
     with PartialState().main_process_first():
         base = args.base or pipeline.student_dir(profile)
         rollouts = args.rollouts or str(pipeline.rollouts_stage(profile) / "rollouts.jsonl")
-    root = runs_root() / profile.name
-    name = f"train-{args.method}" + (f"-{args.control}" if args.control else "")
-    out = Path(args.out) if args.out else root / name
     init = Path(args.init) if args.init else pipeline.lora_init_dir(profile)
     result = train_method(profile, args.method, base, rollouts, out, init, control=args.control)
     if PartialState().is_main_process:

@@ -8,8 +8,6 @@ entry of `helpers.losses.LOSSES` it calls.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,15 +19,17 @@ from tqdm.auto import tqdm
 from transformers import Trainer
 
 from helpers import losses
-from helpers.cache import atomic_write_json
+from helpers.cache import atomic_write_json, replace_folder, scratch_path
 from helpers.logps import token_logps
 from helpers.prompting import tokenize_pair
 
 FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
+# A last_good folder holds an adapter and this record; train.check_out_dir recognises it by both.
+LAST_GOOD_MARKERS = ("last_good.json", "adapter_config.json")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good adapter was kept."""
+    """The loss, a gradient or the weights became NaN or infinite; the last finite adapter was kept."""
 
 
 def tokenize_dataset(ds: Dataset, tokenizer: Any, method: str, max_length: int) -> Dataset:
@@ -114,8 +114,10 @@ def reference_logps(
 class MethodTrainer(Trainer):
     """A Trainer whose loss is `helpers.losses.LOSSES[method]` on token log-probs.
 
-    Stops with TrainingDiverged at the first non-finite loss (on any process), after
-    saving the adapter as it was before that step to `last_good_dir`.
+    Stops with TrainingDiverged at the first non-finite loss or gradient (on any
+    process), or weights an optimiser step made non-finite, after saving the last finite
+    trainable weights (kept in memory at the start of every optimiser step; LoRA weights
+    are small) to `last_good_dir` as an adapter.
     """
 
     def __init__(
@@ -129,6 +131,8 @@ class MethodTrainer(Trainer):
         self.last_good_dir = Path(last_good_dir)
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.rows_seen = 0  # training rows (DPO: pairs) this process has computed a loss on
+        self._good: dict[str, torch.Tensor] = {}  # trainable weights at the start of step _good_step + 1
+        self._good_step = -1
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logps = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
@@ -142,19 +146,50 @@ class MethodTrainer(Trainer):
         return (loss, {"logps": logps}) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step != self._good_step:  # the first micro-batch of an optimiser step
+            self._keep_finite_weights()
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # The optimiser has not stepped yet, so the weights are still the last good ones.
-        bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=loss.device)
+        # The optimiser has not stepped yet: a bad loss or gradient is caught before it reaches the weights.
+        loss_ok = bool(torch.isfinite(loss).all())
+        if self._any_process(not (loss_ok and self._finite(p.grad for _, p in self._trainable()))):
+            what = f"non-finite loss ({loss.item()})" if not loss_ok else "non-finite gradient"
+            self._diverged(f"{what} at step {self.state.global_step + 1}")
+        return loss
+
+    def _trainable(self) -> list[tuple[str, torch.Tensor]]:
+        model = self.accelerator.unwrap_model(self.model)
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    @staticmethod
+    def _finite(tensors) -> bool:
+        flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+        return not flags or bool(torch.stack([f.to(flags[0].device) for f in flags]).all())  # one sync
+
+    def _any_process(self, flag: bool) -> bool:
+        bad = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad, reduction="sum")
-        if bad.item() > 0:
-            step = self.state.global_step + 1
-            self._save_last_good()
-            raise TrainingDiverged(
-                f"{self.method}: non-finite loss ({loss.item()}) at step {step}; the adapter before that step is "
-                f"in {self.last_good_dir}"
-            )
-        return loss
+        return bad.item() > 0
+
+    def _keep_finite_weights(self) -> None:
+        """Copy the trainable weights (the result of the last step), or stop if that step made them non-finite."""
+        params = self._trainable()
+        if self._any_process(not self._finite(p for _, p in params)):
+            self._diverged(f"non-finite weights after step {self.state.global_step}")
+        self._good = {n: p.detach().clone() for n, p in params}
+        self._good_step = self.state.global_step
+
+    def _diverged(self, what: str) -> None:
+        """Put the last finite weights back, save them to last_good_dir, and stop."""
+        with torch.no_grad():
+            for name, param in self._trainable():
+                if name in self._good:
+                    param.copy_(self._good[name])
+        self._save_last_good(what)
+        raise TrainingDiverged(
+            f"{self.method}: {what}; the last finite adapter (after step {self._good_step}) is in "
+            f"{self.last_good_dir}"
+        )
 
     def total_rows_seen(self) -> int:
         """Rows seen by all processes together."""
@@ -163,15 +198,16 @@ class MethodTrainer(Trainer):
             seen = self.accelerator.reduce(seen, reduction="sum")
         return int(seen.item())
 
-    def _save_last_good(self) -> None:
-        """Write the current adapter and the log so far to last_good_dir (main process, atomic rename)."""
+    def _save_last_good(self, what: str) -> None:
+        """Write the adapter, the log so far and what happened to last_good_dir (main process, by renames)."""
         if self.accelerator.is_main_process:
-            tmp = self.last_good_dir.with_name(f".{self.last_good_dir.name}.tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.last_good_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = scratch_path(self.last_good_dir)
             self.accelerator.unwrap_model(self.model).save_pretrained(tmp)
             atomic_write_json(tmp / "training_log.json", training_log(self.state.log_history))
-            shutil.rmtree(self.last_good_dir, ignore_errors=True)
-            os.replace(tmp, self.last_good_dir)
+            record = {"method": self.method, "step": self._good_step, "stopped": what}
+            atomic_write_json(tmp / "last_good.json", record)
+            replace_folder(tmp, self.last_good_dir)
         self.accelerator.wait_for_everyone()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

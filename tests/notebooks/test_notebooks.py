@@ -92,15 +92,31 @@ def test_02_training(results):
 
 
 def test_03_delta_geometry(results):
-    geo = results["03_delta_geometry"]["geometry"]
+    out = results["03_delta_geometry"]
+    geo = out["geometry"]
     measured = [p for p in geo["global_cosine"] if "online_grpo" not in p]  # a zero update has no direction
     assert len(measured) >= 28
     for pair in measured:
         assert -1 - 1e-9 <= geo["global_cosine"][pair] <= 1 + 1e-9, pair
         assert 0 <= geo["median_smallest_angle"][pair] <= 90 + 1e-9, pair
-        assert 0 <= geo["orthogonal_fraction"][pair] <= 1 + 1e-9, pair
+        a, b = pair.split("-", 1)
+        for ordered in (pair, f"{b}-{a}"):
+            span, top = geo["orthogonal_fraction"][ordered], geo["orthogonal_fraction_top_k"][ordered]
+            direction = geo["orthogonal_fraction_direction"][ordered]
+            assert 0 <= span <= 1 + 1e-9, ordered
+            # the three readings: direction is sqrt(1 - cos^2), span never exceeds it nor top-k
+            assert direction == pytest.approx(
+                math.sqrt(max(0.0, 1 - geo["global_cosine"][pair] ** 2)), abs=1e-9
+            )
+            assert span <= direction + 1e-9 and span <= top + 1e-9, ordered
+    assert out["readings"] == ["span", "top_k", "direction"] and 1 <= out["top_k"] <= out["k"]
     # Same loss, same init, another data order: the closest pair SFT has, far closer than DPO.
     assert geo["global_cosine"]["sft-sft_order"] > abs(geo["global_cosine"]["sft-dpo"])
+    # The chance baseline: two random updates are near-orthogonal, and farther apart than a rerun.
+    chance = out["chance"]["measures"]
+    assert abs(chance["global_cosine"]["mean"]) < geo["global_cosine"]["sft-sft_order"]
+    assert chance["orth_frac"]["mean"] <= chance["orth_frac_direction"]["mean"] + 1e-9
+    assert out["chance"]["samples"] >= 2 and out["chance"]["top_k"] == out["top_k"]
 
 
 def test_04_mode_connectivity(results):
@@ -108,7 +124,14 @@ def test_04_mode_connectivity(results):
     assert out["connectivity"]["measure"] == "answer_ce"
     for pair, curve in out["paths"].items():
         assert len(curve["ts"]) == load_profile(PROFILE).analysis.lmc_points
+        # both definitions, on both measures, for every path
         assert out["connectivity"]["barrier"][pair] >= 0
+        assert out["connectivity"]["barrier_endpoint_mean"][pair] >= 0
+        assert out["barrier_solution_nll"][pair] >= 0 and out["barrier_endpoint_mean_solution_nll"][pair] >= 0
+        ce = curve["answer_ce"]
+        assert out["connectivity"]["barrier_endpoint_mean"][pair] == pytest.approx(
+            max(max(ce) - (ce[0] + ce[-1]) / 2, 0.0), abs=1e-9
+        )
     # t = 0 of a path is adapter a alone: the same loss as t = 1 of the ray base -> a.
     for pair, curve in out["paths"].items():
         a = pair.split("-", 1)[0]
@@ -142,4 +165,16 @@ def test_07_findings(results):
         # A verdict follows from its checks: "holds" exactly when every check passed.
         for c in out["claims"][form]:
             assert (c["verdict"] == "holds") == all(x["ok"] for x in c["checks"])
+            assert all((x["margin"] >= 0) == x["ok"] for x in c["checks"] if "margin" in x)
+        # every definition of claims (iii) and (iv) was judged: 3 readings x 2 barriers, 2 barriers
+        definitions = out["definitions"][form]
+        assert len(definitions) == 8 and all(d["missing"] == [] for d in definitions)
+        assert {(d["claim"], d["reading"]) for d in definitions} >= {("iii", "direction"), ("iv", None)}
     assert out["headline"]["global_cosine.sft_rft"]["ours"] != "not measured"
+    assert out["headline"]["controls.lr10x_cosine"]["ours"] != "not measured"
+    # the study's two pairs, each reading computed: direction exactly sqrt(1 - cos^2)
+    for row in out["reading_match"]:
+        assert row["readings"]["direction"]["value"] == pytest.approx(math.sqrt(1 - row["cosine"] ** 2))
+        assert row["readings"]["span"]["value"] <= row["readings"]["direction"]["value"]
+    assert {r["pair"] for r in out["reading_match"]} == {"grpo-sft", "online_grpo-sft"}
+    assert {r["measure"] for r in out["beside_chance"]} >= {"global cosine", "orthogonal fraction, direction"}

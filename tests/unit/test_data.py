@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from helpers.data import GSM8K_DIR, DataError, extract_answer, is_correct, load_problems, normalize_answer
+from helpers.data import (
+    GSM8K_DIR,
+    DataError,
+    extract_answer,
+    final_answer_text,
+    graded_answer,
+    is_correct,
+    load_problems,
+    normalize_answer,
+)
 from helpers.problems import generate_problems
 
 GSM8K_TEST = GSM8K_DIR / "test.jsonl"
+DEEPSCALER = Path(__file__).resolve().parents[1] / "fixtures" / "deepscaler_sample.jsonl"
+REPO = Path(__file__).resolve().parents[2]
 needs_gsm8k = pytest.mark.skipif(not GSM8K_TEST.is_file(), reason=f"no local GSM8K at {GSM8K_TEST}")
 
 
@@ -105,15 +119,125 @@ CORRECT_CASES = [
     ("#### 1000000", "1000001", False),  # relative tolerance stays far below 1
     ("no number", "12", False),
     ("#### 12", "", False),
-    ("\\boxed{\\sqrt{2}}", "\\sqrt{2}", True),  # symbolic answers compare as strings
+    ("\\boxed{\\sqrt{2}}", "\\sqrt{2}", True),  # symbolic answers compare as expressions
     ("\\boxed{\\sqrt{3}}", "\\sqrt{2}", False),
     ("#### 5", "The answer is 5.", True),
+    ("#### \\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt{3}}{2}", True),  # issue 10: was False
+    ("#### \\tfrac83", "8/3", True),  # a LaTeX answer to a number gets a second look
+    ("\\boxed{\\tfrac12}", "0.5", True),
+    ("\\boxed{\\tfrac13}", "0.5", False),
+    ("\\boxed{0.1}", "10\\%", True),  # a percentage is not a plain number: math-verify decides
+    ("\\boxed{1}", "10\\%", False),
+    ("The answer is $\\sqrt{2}$.", "\\sqrt{2}", True),
+    ("So $x = \\sqrt{2}$", "\\sqrt{2}", True),  # no marker: the last math span
+    ("So x is root two", "\\sqrt{2}", False),
 ]
 
 
 @pytest.mark.parametrize(("completion", "reference", "expected"), CORRECT_CASES)
 def test_is_correct(completion, reference, expected):
     assert is_correct(completion, reference) is expected
+
+
+FINAL_TEXT_CASES = [
+    # (text, final answer as written) -- the priority of extract_answer, LaTeX kept
+    ("so\n#### \\frac{\\sqrt{3}}{2}\nbye", "\\frac{\\sqrt{3}}{2}"),
+    ("\\boxed{(1, 2)} but #### 7", "7"),
+    ("first \\boxed{1} then \\boxed{\\dfrac{\\sqrt3}{2}}.", "\\dfrac{\\sqrt3}{2}"),
+    ("The answer is $[1, 2)$. Done.", "[1, 2)"),
+    ("The answer is \\(3\\sqrt{2}\\).", "3\\sqrt{2}"),
+    ("We get $x=1$, then $y = \\pi$ at last", "y = \\pi"),
+    ("$$\\frac{1}{2}.$$", "\\frac{1}{2}"),
+    ("#### \n\\boxed{5}", "5"),  # an empty #### line gives way to the box
+    ("no answer here", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), FINAL_TEXT_CASES)
+def test_final_answer_text(text, expected):
+    assert final_answer_text(text) == expected
+
+
+def _deepscaler_rows() -> list[dict]:
+    return [json.loads(line) for line in DEEPSCALER.read_text().splitlines() if line.strip()]
+
+
+def test_deepscaler_fixture_covers_the_hard_cases():
+    """The fixture holds what the grader must tell apart, so the grading test below means something."""
+    rows = _deepscaler_rows()
+    golds = " ".join(r["answer"] for r in rows)
+    for needle in ("\\frac", "\\sqrt", "\\tfrac", "\\dfrac", "\\%", "\\text", "\\infty", "(1, 2)", "\\pi"):
+        assert needle in golds, needle
+    assert all(any(c["correct"] for c in r["completions"]) for r in rows)
+    assert all(not all(c["correct"] for c in r["completions"]) for r in rows)
+
+
+def test_deepscaler_answers_graded_by_equivalence():
+    """Every labelled completion of the DeepScaleR-format fixture: right ones right, wrong ones
+    wrong (wrong answers share digits with the gold: sqrt(3)/3 for sqrt(3)/2, 2sqrt3 for 3sqrt2)."""
+    rows = _deepscaler_rows()
+    problems = load_problems(str(DEEPSCALER), "train")
+    assert [p["question"] for p in problems] == [r["problem"] for r in rows]
+    assert problems[0]["answer"] == "\\frac{\\sqrt{3}}{2}" and problems[2]["answer"] == "(1, 2)"
+    assert problems[4]["answer"] == "10\\%"  # kept as written: 10% may be 0.1, never just "10"
+    for row, problem in zip(rows, problems, strict=True):
+        assert problem["solution"] == row["solution"]
+        assert is_correct(row["solution"], problem["answer"]), row["solution"]
+        assert is_correct(row["solution"], row["answer"])  # the raw gold grades the same
+        for c in row["completions"]:
+            assert is_correct(c["text"], problem["answer"]) is c["correct"], (c["text"], problem["answer"])
+
+
+def test_graded_answer_is_what_is_compared():
+    assert graded_answer("#### 1,234 apples", "1234") == "1234"
+    assert graded_answer("so \\boxed{\\dfrac{\\sqrt3}{2}}", "\\frac{\\sqrt{3}}{2}") == "\\dfrac{\\sqrt3}{2}"
+    assert graded_answer("#### \\tfrac83", "8/3") == "\\tfrac83"
+    assert graded_answer("nothing", "5") is None
+
+
+def _python(code: str, timeout: float = 120) -> str:
+    """Run code in a fresh interpreter (so sys.modules and signal state are its own)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_math_verify_is_imported_lazily_and_not_for_numbers():
+    out = _python(
+        "import sys, helpers.data as d\n"
+        "print('math_verify' in sys.modules)\n"
+        "assert d.is_correct('#### 1,234', '1234') and not d.is_correct('#### 12', '13')\n"
+        "assert d.is_correct('\\\\boxed{18}', 'Janet makes 9 * 2 = $18.\\n#### 18')\n"
+        "print('math_verify' in sys.modules)\n"
+        "assert d.is_correct('\\\\boxed{\\\\dfrac{\\\\sqrt3}{2}}', '\\\\frac{\\\\sqrt{3}}{2}')\n"
+        "print('math_verify' in sys.modules)"
+    )
+    assert out.split() == ["False", "False", "True"]
+
+
+def test_an_adversarial_answer_cannot_stall_grading():
+    """`9^{9^{9^9}}` makes sympy run for ever; math-verify's time limit turns it into a wrong answer."""
+    out = _python(
+        "import time, helpers.data as d\n"
+        "d.SYMBOLIC_TIMEOUT_S = 1\n"
+        "start = time.perf_counter()\n"
+        "print(d.is_correct('x = \\\\boxed{9^{9^{9^{9}}}}', '\\\\frac{\\\\sqrt{3}}{2}'))\n"
+        "print(time.perf_counter() - start)",
+        timeout=60,
+    )
+    verdict, seconds = out.split()
+    assert verdict == "False" and float(seconds) < 30
+
+
+def test_off_the_main_thread_symbolic_answers_compare_as_text():
+    """math-verify's SIGALRM limit cannot be set off the main thread; grading there must not raise or hang."""
+    with ThreadPoolExecutor(1) as pool, pytest.warns(RuntimeWarning, match="main thread"):
+        same = pool.submit(is_correct, "\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}").result()
+        other = pool.submit(is_correct, "\\boxed{\\dfrac{\\sqrt3}{2}}", "\\frac{\\sqrt{3}}{2}").result()
+        number = pool.submit(is_correct, "#### 12", "12").result()
+    assert same and not other and number
 
 
 def test_normalize_answer():

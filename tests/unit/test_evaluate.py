@@ -304,3 +304,125 @@ def test_vllm_path_with_a_stand_in_engine(tmp_path, tokenizer, monkeypatch):
     assert first[3] is None and second[3] == ("adapter-2", 2, str(adapter))
     assert [r["completion"] for r in results["lora"]["rows"]] == [f"#### {len(x)}" for x in ids]
     assert results["lora"]["config"]["adapter_dir"] == str(adapter)
+
+
+# --- symbolic answers, the chat instruction, extra evaluation sets (issue 10 items 3 and 7) ---
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+AIME = FIXTURES / "aime_sample.jsonl"
+
+
+def test_chat_prompt_asks_for_boxed_and_tiny_prompt_is_unchanged(tokenizer):
+    import copy
+
+    chat = copy.deepcopy(tokenizer)
+    chat.chat_template = (
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    )
+    prompt = build_prompt("  What is 2 + 3?  ", chat)
+    assert "What is 2 + 3?" in prompt and "\\boxed{}" in prompt and prompt.endswith("<|assistant|>")
+    assert build_prompt("  What is 2 + 3?  ", tokenizer) == "Question: What is 2 + 3?\nAnswer:"
+    assert build_prompt("What is 2 + 3?") == "Question: What is 2 + 3?\nAnswer:"
+
+
+def test_grade_completions_on_symbolic_answers():
+    rows = [json.loads(line) for line in (FIXTURES / "deepscaler_sample.jsonl").read_text().splitlines()]
+    problems = load_problems(str(FIXTURES / "deepscaler_sample.jsonl"), "test")[:3]
+    completions = [rows[0]["completions"][0]["text"], rows[1]["completions"][2]["text"], "no idea"]
+    graded = ev.grade_completions(problems, completions)["rows"]
+    assert [r["correct"] for r in graded] == [True, False, False]
+    # The table shows the answer as compared: LaTeX as written, not the first digit in it.
+    assert [r["extracted"] for r in graded] == ["\\dfrac{\\sqrt3}{2}", "2\\sqrt{3}", None]
+
+
+def _clopper_pearson(k: int, n: int, alpha: float = 0.05) -> list[float]:
+    """The exact interval from beta quantiles (Clopper and Pearson 1934), independent of binomtest."""
+    from scipy.stats import beta
+
+    low = 0.0 if k == 0 else beta.ppf(alpha / 2, k, n - k + 1)
+    high = 1.0 if k == n else beta.ppf(1 - alpha / 2, k + 1, n - k)
+    return [float(low), float(high)]
+
+
+def test_compare_methods_with_exact_intervals():
+    def result(correct):
+        rows = [{"id": f"p{i}", "correct": c} for i, c in enumerate(correct)]
+        return {"rows": rows, "summary": ev.summarize(rows)}
+
+    a, b = [True] * 3 + [False] * 27, [True] * 12 + [False] * 18  # 30 problems, as AIME 2026
+    out = ev.compare_methods({"base": result(a), "sft": result(b)}, interval="exact")
+    assert out["interval"] == "exact"
+    assert out["ci"]["base"] == pytest.approx(_clopper_pearson(3, 30), rel=1e-6)
+    assert out["ci"]["sft"] == pytest.approx(_clopper_pearson(12, 30), rel=1e-6)
+    assert out["ci"]["base"] != pytest.approx(list(stats.wilson_interval(3, 30)), rel=1e-3)
+    assert out["mcnemar_p"]["base-sft"] == pytest.approx(stats.mcnemar(a, b)[2])
+    assert ev.compare_methods({"base": result(a), "sft": result(b)})["interval"] == "wilson"
+    with pytest.raises(ev.EvaluationError, match="interval"):
+        ev.compare_methods({"base": result(a), "sft": result(b)}, interval="normal")
+    table = ev.accuracy_table(out)
+    assert list(table.index) == ["base", "sft"] and "95% CI (exact)" in table.columns
+
+
+def test_extra_sets_scored_per_file_content(tmp_path, tokenizer, monkeypatch):
+    """evaluate_extra_sets runs the real evaluation stage on saved adapters (training replaced):
+    every model on every set, exact intervals, and a cache keyed by the file's content."""
+    from helpers import pipeline
+
+    base_dir = tmp_path / "base"
+    _model(tokenizer, seed=2).save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    runs = {}
+    for name, seed in (("sft", 10), ("dpo", 11)):
+        runs[name] = tmp_path / name
+        make_adapter(_model(tokenizer, seed=2), seed=seed).save_pretrained(runs[name])
+    monkeypatch.setenv("WSG_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(pipeline, "adapters", lambda profile, names=None: dict(runs))
+    monkeypatch.setattr(pipeline, "student_dir", lambda profile: str(base_dir))
+    scored = []  # the problem ids of every set actually evaluated (a cache hit evaluates nothing)
+    real = ev.evaluate_adapters
+    monkeypatch.setattr(
+        ev,
+        "evaluate_adapters",
+        lambda b, a, problems, *x, **k: (
+            scored.append([p["id"] for p in problems]) or real(b, a, problems, *x, **k)
+        ),
+    )
+    aime = tmp_path / "aime.jsonl"
+    aime.write_bytes(AIME.read_bytes())
+    smoke = load_profile("smoke")
+    assert smoke.data.extra_eval_paths == () and ev.evaluate_extra_sets(smoke) == {}
+    with_aime = dataclasses.replace(
+        smoke, data=dataclasses.replace(smoke.data, extra_eval_paths=(str(aime),))
+    )
+    assert pipeline._problems_inputs(with_aime) == pipeline._problems_inputs(smoke)  # nothing retrains
+
+    report = ev.evaluate_extra_sets(with_aime)["aime"]
+    ids = [json.loads(line)["id"] for line in AIME.read_text().splitlines()]
+    assert scored == [ids] and report["path"] == str(aime) and report["interval"] == "exact"
+    assert set(report["accuracy"]) == {"base", "sft", "dpo"}
+    for name, summary in report["summary"].items():
+        assert summary["n"] == len(ids)
+        assert report["ci"][name] == pytest.approx(_clopper_pearson(summary["correct"], len(ids)), rel=1e-6)
+    assert set(report["mcnemar_p"]) == {"base-sft", "base-dpo", "sft-dpo"}
+
+    moved = tmp_path / "elsewhere" / "aime.jsonl"  # the same content under another path: a cache hit
+    moved.parent.mkdir()
+    moved.write_bytes(AIME.read_bytes())
+    assert ev.evaluate_extra_sets(with_aime, [str(moved)])["aime"]["accuracy"] == report["accuracy"]
+    other = tmp_path / "other.jsonl"
+    other.write_text(
+        json.dumps({"question": "Ann has 3 pens and buys 4 more. How many?", "answer": "7"}) + "\n"
+    )
+    both = dataclasses.replace(
+        smoke, data=dataclasses.replace(smoke.data, extra_eval_paths=(str(aime), str(other)))
+    )
+    assert list(ev.evaluate_extra_sets(both)) == ["aime", "other"]
+    assert len(scored) == 2  # only the new set was scored: adding a set leaves the others cached
+    aime.write_text("\n".join(AIME.read_text().splitlines()[:3]) + "\n")  # edited in place
+    assert ev.evaluate_extra_sets(with_aime)["aime"]["summary"]["base"]["n"] == 3
+    assert scored[-1] == ids[:3]
+
+    assert ev.extra_eval_path("tests/fixtures/aime_sample.jsonl") == AIME  # relative to the repository
+    with pytest.raises(ev.EvaluationError, match=r"extra_eval_paths: nope\.jsonl does not exist"):
+        ev.evaluate_extra_sets(smoke, ["nope.jsonl"])

@@ -154,7 +154,7 @@ GOOD = {
         "orthogonal_fraction": {"grpo-sft": 0.67, "sft_order-sft": 0.2},
         "orthogonal_fraction_by_layer": {"grpo-sft": [0.5] * 31 + [0.8] * 5},
     },
-    "connectivity": {"barrier": {"sft-grpo": 0.0, "rift-dpo": 1.5}},
+    "connectivity": {"barrier": {"sft-grpo": 0.0, "rift-dpo": 1.5, "sft-sft_order": 0.01, "sft-sft_seed": 0.04}},
     "cka": {"last_layer": {"sft-rift": 0.99, "grpo-sft": 0.85, "grpo-dpo": 0.45, "dft-dpo": 0.46}},
     "evaluation": {
         "accuracy": {"sft": 0.87, "rft": 0.88, "rift": 0.875, "dpo": 0.935},
@@ -195,16 +195,16 @@ def test_all_claims_hold_on_the_studys_own_numbers():
 @pytest.mark.parametrize(
     "path,value,claim",
     [
-        ("geometry/global_cosine/sft-rift", fd.COLINEAR_COSINE - 0.01, "i"),
+        ("geometry/global_cosine/sft-rift", 0.99 - fd.COLINEAR_MARGIN - 0.001, "i"),  # below the rerun's
         ("evaluation/mcnemar_p/rft-rift", fd.MCNEMAR_ALPHA / 2, "i"),
         ("geometry/global_cosine/dft-sft", 0.74 - fd.MIN_COSINE_GAP / 2, "ii"),  # within the gap of GRPO
         ("geometry/median_smallest_angle/sft-dft", 15.0, "ii"),  # angles disagree with cosines
         ("geometry/orthogonal_fraction/grpo-sft", fd.LARGE_ORTHOGONAL - 0.01, "iii"),
         ("geometry/orthogonal_fraction_by_layer/grpo-sft", [0.8] * 31 + [0.5] * 5, "iii"),  # early, not late
-        ("connectivity/barrier/sft-grpo", fd.NO_BARRIER + 0.01, "iii"),
+        ("connectivity/barrier/sft-grpo", 0.04 + fd.BARRIER_MARGIN + 0.001, "iii"),  # above sft_seed's
         ("geometry/orthogonal_fraction/sft_order-sft", 0.6, "iii"),  # GRPO's 0.67 is within noise
         ("geometry/global_cosine/dpo-rift", -(fd.NEAR_ORTHOGONAL_COSINE + 0.01), "iv"),  # |cos| counts
-        ("connectivity/barrier/rift-dpo", 0.0, "iv"),
+        ("connectivity/barrier/rift-dpo", 0.04 + fd.BARRIER_MARGIN, "iv"),  # not above the controls' by more
         # DPO pairs at 0.87 on average, not 0.1 below the other pairs' 0.92.
         ("cka/last_layer", {"sft-rift": 0.99, "grpo-sft": 0.85, "grpo-dpo": 0.88, "dft-dpo": 0.86}, "iv"),
     ],
@@ -216,8 +216,10 @@ def test_one_violation_fails_only_its_claim(path, value, claim):
 
 
 def test_thresholds_are_inclusive_where_stated():
-    assert _verdicts(_with("geometry/global_cosine/sft-rift", fd.COLINEAR_COSINE))["i"] == fd.HOLDS
-    assert _verdicts(_with("connectivity/barrier/sft-grpo", fd.NO_BARRIER))["iii"] == fd.HOLDS
+    floor = GOOD["geometry"]["global_cosine"]["sft-sft_order"]
+    assert _verdicts(_with("geometry/global_cosine/sft-rift", floor - fd.COLINEAR_MARGIN))["i"] == fd.HOLDS
+    control = GOOD["connectivity"]["barrier"]["sft-sft_seed"]
+    assert _verdicts(_with("connectivity/barrier/sft-grpo", control + fd.BARRIER_MARGIN))["iii"] == fd.HOLDS
     assert _verdicts(_with("geometry/global_cosine/dpo-sft", fd.NEAR_ORTHOGONAL_COSINE))["iv"] == fd.HOLDS
 
 
@@ -308,6 +310,11 @@ def test_geometry_block_from_pairwise_report():
     assert block["orthogonal_fraction_by_layer"]["grpo-sft"] == pytest.approx([0.0, 0.0], abs=1e-6)
     assert block["global_cosine"]["sft-grpo"] == pytest.approx(global_cosine(sft, grpo))
     assert set(block["median_smallest_angle"]) == {"sft-grpo"}
+    cos = global_cosine(sft, grpo)
+    assert block["orthogonal_fraction_direction"]["grpo-sft"] == pytest.approx(math.sqrt(1 - cos**2))
+    assert block["orthogonal_fraction_direction"]["sft-grpo"] == pytest.approx(math.sqrt(1 - cos**2))
+    # inside SFT's rank-4 column space, but not inside its top-2 subspace
+    assert all(v > 0.01 for v in block["orthogonal_fraction_top_k_by_layer"]["grpo-sft"])
     # The claims logic finds these numbers: (iii) now lacks only the barrier and fails on 0.0.
     third = fd.evaluate_claims({"geometry": block})[2]
     assert third["missing"] == ["connectivity.barrier[sft-grpo]"]
@@ -321,6 +328,12 @@ def test_connectivity_and_cka_blocks():
     }
     block = fd.connectivity_block(curves)
     assert block["barrier"] == {"sft-grpo": pytest.approx(1.0)}  # 3.5 above the chord's 2.5
+    assert block["barrier_endpoint_mean"] == {"sft-grpo": pytest.approx(1.0)}  # 3.5 above (2 + 3) / 2
+    # the study's RIFT-to-DPO values: the two definitions disagree (0.83 against 2.41)
+    study = {"rift-dpo": {"ts": [0.0, 0.5, 1.0], "answer_ce": [3.82, 7.06, 8.64]}}
+    block = fd.connectivity_block(study)
+    assert block["barrier"]["rift-dpo"] == pytest.approx(0.83)
+    assert block["barrier_endpoint_mean"]["rift-dpo"] == pytest.approx(2.41)
     assert fd.connectivity_block(curves, measure="solution_nll")["barrier"]["sft-grpo"] == 0.0
     cka = fd.cka_block({"grpo-dpo": [0.9, 0.5, 0.45]})
     assert cka["last_layer"] == {"grpo-dpo": 0.45} and cka["by_layer"]["grpo-dpo"][0] == 0.9
@@ -343,3 +356,78 @@ def test_evaluation_block_from_compare_methods():
         {"sft": result(same), "rft": result([True] * 20), "rift": result(same)}
     )
     assert fd.evaluate_claims(ours)[0]["verdict"] == fd.FAILS  # 10 discordant pairs, all one way
+
+
+# --- criteria relative to the noise floor; readings and barrier kinds ------------------------
+
+
+def test_colinear_means_as_colinear_as_a_rerun():
+    """On tiny, SFT/RFT/RIFT are as colinear as SFT with its own rerun (0.964 both): that is
+    colinear, even below the absolute 0.95 used when no rerun was measured. A cluster below
+    the rerun by more than the margin is not."""
+    ours = copy.deepcopy(GOOD)
+    cos = ours["geometry"]["global_cosine"]
+    cos.update({"sft-rft": 0.93, "sft-rift": 0.93, "rft-rift": 0.93, "sft-sft_order": 0.93})
+    first = fd.evaluate_claims(ours)[0]
+    assert first["verdict"] == fd.HOLDS and first["checks"][0]["threshold"] == pytest.approx(
+        0.93 - fd.COLINEAR_MARGIN
+    )
+    assert any("rerun itself" in n for n in first["notes"])  # 0.93 is below an absolute 0.95: say so
+    cos["sft-sft_order"] = 0.99
+    assert fd.evaluate_claims(ours)[0]["verdict"] == fd.FAILS
+    del cos["sft-sft_order"]  # no rerun: an absolute threshold, and a note that says so
+    first = fd.evaluate_claims(ours)[0]
+    assert first["verdict"] == fd.FAILS and first["checks"][0]["threshold"] == fd.COLINEAR_COSINE
+    assert any("no SFT rerun" in n for n in first["notes"])
+
+
+def test_a_barrier_must_clear_the_largest_control_barrier():
+    """The harmless sft-sft_seed barrier (0.042 on tiny) raises the bar for both claims."""
+    ours = _with("connectivity/barrier/sft-sft_seed", 0.042)
+    ours["connectivity"]["barrier"].update({"sft-grpo": 0.06, "rift-dpo": 0.08})
+    verdicts = _verdicts(ours)
+    assert verdicts["iii"] == fd.HOLDS  # 0.06 is no barrier next to the rerun's 0.042
+    assert verdicts["iv"] == fd.FAILS  # nor is 0.08 one
+    fourth = fd.evaluate_claims(ours)[3]
+    barrier_check = next(c for c in fourth["checks"] if c["test"].startswith("barrier"))
+    assert barrier_check["threshold"] == pytest.approx(0.042 + fd.BARRIER_MARGIN)
+    assert barrier_check["margin"] == pytest.approx(0.08 - 0.042 - fd.BARRIER_MARGIN)
+    for path in fd.CONTROL_PATHS:  # without controls: an absolute threshold, noted
+        del ours["connectivity"]["barrier"][path]
+    third = fd.evaluate_claims(ours)[2]
+    assert third["verdict"] == fd.FAILS and any("no SFT rerun path" in n for n in third["notes"])
+
+
+def test_margins_are_positive_on_the_passing_side():
+    for claim in fd.evaluate_claims(GOOD):
+        for check in claim["checks"]:
+            if "margin" in check:
+                assert (check["margin"] >= 0) == check["ok"], check
+
+
+def test_claim_iii_reads_the_asked_reading_and_barrier_kind():
+    ours = copy.deepcopy(GOOD)
+    geo = ours["geometry"]
+    geo["orthogonal_fraction_direction"] = {"grpo-sft": 0.3, "sft_order-sft": 0.1}
+    geo["orthogonal_fraction_direction_by_layer"] = {"grpo-sft": [0.2] * 31 + [0.5] * 5}
+    geo["orthogonal_fraction_top_k"] = {"grpo-sft": 0.8, "sft_order-sft": 0.3}
+    geo["orthogonal_fraction_top_k_by_layer"] = {"grpo-sft": [0.7] * 31 + [0.9] * 5}
+    ours["connectivity"]["barrier_endpoint_mean"] = {
+        "sft-grpo": 0.5, "rift-dpo": 3.0, "sft-sft_order": 0.02, "sft-sft_seed": 0.1,
+    }  # fmt: skip
+    verdict = {r: fd.evaluate_claims(ours, reading=r)[2]["verdict"] for r in ("span", "top_k", "direction")}
+    assert verdict == {"span": fd.HOLDS, "top_k": fd.HOLDS, "direction": fd.FAILS}  # 0.3 is not large
+    third = fd.evaluate_claims(ours, reading="direction")[2]
+    assert third["ours"]["orthogonal fraction grpo-sft"] == 0.3 and "direction reading" in third["criterion"]
+    by_kind = fd.evaluate_claims(ours, barrier_kind="endpoint_mean")
+    assert by_kind[2]["verdict"] == fd.FAILS and by_kind[2]["ours"]["barrier sft-grpo"] == 0.5
+    assert by_kind[3]["verdict"] == fd.HOLDS and by_kind[3]["ours"]["barrier rift-dpo"] == 3.0
+    missing = fd.evaluate_claims(GOOD, barrier_kind="endpoint_mean")[2]
+    assert missing["missing"] == ["connectivity.barrier_endpoint_mean[sft-grpo]"]
+    with pytest.raises(ValueError, match="reading"):
+        fd.evaluate_claims(GOOD, reading="columns")
+    rows = fd.definition_verdicts(ours)
+    assert len(rows) == 2 * 3 + 2 and {r["claim"] for r in rows} == {"iii", "iv"}
+    lookup = {(r["claim"], r["reading"], r["barrier_kind"]): r["verdict"] for r in rows}
+    assert lookup[("iii", "direction", "chord")] == fd.FAILS and lookup[("iii", "top_k", "chord")] == fd.HOLDS
+    assert lookup[("iv", None, "endpoint_mean")] == fd.HOLDS

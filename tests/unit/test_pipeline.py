@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers.cache import is_done
+from helpers.cache import is_done, stable_hash
 from helpers.pipeline import problems_stage, read_jsonl, rollouts_stage
 from helpers.profiles import load_profile
 from helpers.rollouts import RolloutError
@@ -51,3 +51,40 @@ def test_rollouts_file_the_user_brings_replaces_sampling(runs, tmp_path):
     with pytest.raises(RolloutError, match="mine.jsonl:1: missing field.*reward"):
         rollouts_stage(changed)
     assert not any(p.name.startswith(".rollouts") for p in (runs / "smoke").iterdir())  # nothing half-written
+
+
+def _problem_file(path, answers):
+    rows = [{"question": f"What is {a} plus zero?", "answer": f"It is {a}.\n#### {a}"} for a in answers]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("field", ["train_path", "eval_path"])
+def test_an_edited_data_file_is_read_again(runs, tmp_path, field):
+    smoke = load_profile("smoke")
+    data_file = _problem_file(tmp_path / "mine.jsonl", [11, 12, 13])
+    source = "train_source" if field == "train_path" else "eval_source"
+    data = dataclasses.replace(
+        smoke.data, n_train_prompts=3, n_eval_problems=3, **{source: "gsm8k", field: data_file}
+    )
+    profile = dataclasses.replace(smoke, data=data)
+    split = "train.jsonl" if field == "train_path" else "eval.jsonl"
+    first = problems_stage(profile)
+    assert [p["answer"] for p in read_jsonl(first / split)] == ["11", "12", "13"]
+    _problem_file(tmp_path / "mine.jsonl", [21, 22, 23])  # same path, new content
+    second = problems_stage(profile)
+    assert second != first and [p["answer"] for p in read_jsonl(second / split)] == ["21", "22", "23"]
+
+
+def test_evaluation_is_keyed_by_the_content_of_its_problem_file(runs, tmp_path):
+    from helpers.pipeline import _evaluation_inputs
+
+    smoke = load_profile("smoke")
+    path = _problem_file(tmp_path / "aime.jsonl", [1, 2])
+    before = stable_hash(_evaluation_inputs(smoke, {}, path, None))
+    assert stable_hash(_evaluation_inputs(smoke, {}, path, None)) == before
+    _problem_file(tmp_path / "aime.jsonl", [3, 4])
+    assert stable_hash(_evaluation_inputs(smoke, {}, path, None)) != before
+    before = stable_hash(_evaluation_inputs(smoke, {}, "gsm8k", path))
+    _problem_file(tmp_path / "aime.jsonl", [5, 6])
+    assert stable_hash(_evaluation_inputs(smoke, {}, "gsm8k", path)) != before

@@ -11,6 +11,7 @@ from scipy import stats as sps
 from helpers.stats import (
     StatsInputError,
     bootstrap_ci,
+    exact_interval,
     holm,
     mcnemar,
     mcnemar_matrix,
@@ -129,3 +130,24 @@ def test_mcnemar_matrix():
         mcnemar_matrix({"a": [True], "b": [True, False]})
     with pytest.raises(StatsInputError, match="two models"):
         mcnemar_matrix({"a": [True]})
+
+
+@pytest.mark.parametrize("k,n", [(0, 30), (1, 30), (15, 30), (29, 30), (30, 30), (7, 256)])
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_exact_interval_is_clopper_pearson(k, n, alpha):
+    # Clopper-Pearson from beta quantiles, independent of binomtest's root finding.
+    low = 0.0 if k == 0 else sps.beta.ppf(alpha / 2, k, n - k + 1)
+    high = 1.0 if k == n else sps.beta.ppf(1 - alpha / 2, k + 1, n - k)
+    assert exact_interval(k, n, alpha) == pytest.approx((low, high), rel=1e-6, abs=1e-12)
+
+
+def test_exact_interval_by_hand_and_bad_input():
+    # No success in 30: the upper end solves (1 - p)^30 = 0.025.
+    assert exact_interval(0, 30) == pytest.approx((0.0, 1 - 0.025 ** (1 / 30)), rel=1e-6)
+    assert exact_interval(0, 0) == (0.0, 1.0)
+    low, high = exact_interval(3, 30)
+    w_low, w_high = wilson_interval(3, 30)
+    assert low < w_low and high > w_high  # exact is the wider, conservative one here
+    for k, n in [(-1, 5), (6, 5), (1.5, 5), (True, 5)]:
+        with pytest.raises(StatsInputError, match="exact_interval"):
+            exact_interval(k, n)

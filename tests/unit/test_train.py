@@ -151,12 +151,13 @@ def test_nan_loss_raises_and_keeps_last_good(tmp_path, base, rollouts, monkeypat
     out = tmp_path / "sft"
     with pytest.raises(TrainingDiverged, match="step 3"):
         train_method(smoke(steps=4), "sft", base, rollouts, out, tmp_path / "init")
-    good = adapter(out / "last_good")
+    last_good = tmp_path / "sft.last_good"  # beside the adapter folder, never inside it
+    good = adapter(last_good)
     assert all(torch.isfinite(v).all() for v in good.values())
     assert any(
         torch.count_nonzero(v) > 0 for k, v in good.items() if "lora_B" in k
     )  # two good steps were taken
-    assert [row["step"] for row in json.loads((out / "last_good" / "training_log.json").read_text())] == [
+    assert [row["step"] for row in json.loads((last_good / "training_log.json").read_text())] == [
         1,
         2,
     ]
