@@ -221,4 +221,153 @@ def loss_hparams(method: str, train: Any) -> dict[str, float]:
         return {"lam": float(train.rift_lambda)}
     if method == "dpo":
         return {"beta": float(train.beta)}
+    if method in _CONTRASTIVE_DEFAULTS:
+        return contrastive_hparams(method, train)
     return {}
+
+
+# The contrastive family (chapter 08), each as TRL 1.x computes it. Paired losses read DPO's
+# batch [P chosen rows; P rejected rows]; KTO reads [B rollouts; B mismatched rows], the second
+# block only feeding its KL baseline. Hyper-parameter defaults, used until a profile carries
+# the field `train.<method>_<name>` (train.ipo_beta, train.simpo_gamma; see contrastive_hparams):
+IPO_BETA = 0.1  # TRL DPOConfig.beta default; IPO's tau (Azar et al. 2023, arXiv 2310.12036)
+DPO_NORM_BETA = 0.1  # TRL DPOConfig.beta default, as used by loss_type="sigmoid_norm"
+SIMPO_BETA = 2.0  # SimPO's reference code default (princeton-nlp/SimPO SimPOConfig.beta; arXiv 2405.14734)
+SIMPO_GAMMA = 0.5  # there gamma = gamma_beta_ratio 0.25 * beta 2.0; also TRL CPOConfig.simpo_gamma
+KTO_BETA = 0.1  # TRL KTOConfig.beta default (Ethayarajh et al. 2024, arXiv 2402.01306)
+KTO_DESIRABLE_WEIGHT = 1.0  # TRL KTOConfig.desirable_weight default
+KTO_UNDESIRABLE_WEIGHT = 1.0  # TRL KTOConfig.undesirable_weight default
+
+
+def _blocks(logps: Tensor, mask: Tensor, **columns: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sequence sums and completion lengths of the two row blocks; every column must be (rows / 2,)."""
+    m = _check(logps, mask)
+    half = logps.shape[0] // 2
+    if logps.shape[0] % 2:
+        raise LossInputError(f"expected 2P rows (two blocks of P); got {logps.shape[0]} rows")
+    for name, col in columns.items():
+        if col is None or col.shape != (half,):
+            got = "nothing" if col is None else tuple(col.shape)
+            raise LossInputError(f"`{name}` must be ({half},) for {2 * half} rows, got {got}")
+    sums, lengths = (logps * m).sum(dim=1), m.sum(dim=1).clamp(min=1)
+    return *sums.chunk(2), *lengths.chunk(2)
+
+
+def _pair_metrics(chosen: Tensor, rejected: Tensor, chosen_logps: Tensor, rejected_logps: Tensor) -> Metrics:
+    """The implicit rewards of chosen and rejected, their margin and how often it is positive (as dpo_loss)."""
+    with torch.no_grad():
+        margin = chosen - rejected
+        return {
+            "rewards_chosen": chosen.mean().item(),
+            "rewards_rejected": rejected.mean().item(),
+            "rewards_margin": margin.mean().item(),
+            "rewards_accuracy": (margin > 0).float().mean().item(),
+            "logps_chosen": chosen_logps.mean().item(),
+            "logps_rejected": rejected_logps.mean().item(),
+        }
+
+
+def ipo(
+    logps: Tensor, mask: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor, beta: float
+) -> tuple[Tensor, Metrics]:
+    """IPO as TRL's DPOTrainer loss_type="ipo": `(h - 1 / (2 beta))^2`, mean over pairs.
+
+    h is the margin of the log-ratios to the reference, each divided by its completion
+    length (TRL's reading of the paper, confirmed with its authors).
+    """
+    c, r, n_c, n_r = _blocks(
+        logps, mask, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps
+    )
+    chosen, rejected = (c - ref_chosen_logps) / n_c, (r - ref_rejected_logps) / n_r
+    loss = ((chosen - rejected - 1 / (2 * beta)) ** 2).mean()
+    return loss, _pair_metrics(beta * chosen, beta * rejected, c, r)
+
+
+def dpo_norm(
+    logps: Tensor, mask: Tensor, ref_chosen_logps: Tensor, ref_rejected_logps: Tensor, beta: float
+) -> tuple[Tensor, Metrics]:
+    """Length-normalised DPO, TRL's loss_type="sigmoid_norm": DPO on log-ratios divided by completion length."""
+    c, r, n_c, n_r = _blocks(
+        logps, mask, ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps
+    )
+    chosen, rejected = beta * (c - ref_chosen_logps) / n_c, beta * (r - ref_rejected_logps) / n_r
+    return -F.logsigmoid(chosen - rejected).mean(), _pair_metrics(chosen, rejected, c, r)
+
+
+def simpo(logps: Tensor, mask: Tensor, beta: float, gamma: float) -> tuple[Tensor, Metrics]:
+    """SimPO (reference-free), TRL's CPOTrainer loss_type="simpo", cpo_alpha=0.
+
+    `-log sigmoid(beta * (mean logp chosen - mean logp rejected) - gamma)`, mean over pairs;
+    the mean is over each completion's tokens.
+    """
+    c, r, n_c, n_r = _blocks(logps, mask)
+    chosen, rejected = beta * c / n_c, beta * r / n_r
+    return -F.logsigmoid(chosen - rejected - gamma).mean(), _pair_metrics(chosen, rejected, c, r)
+
+
+def kto(
+    logps: Tensor,
+    mask: Tensor,
+    reward: Tensor,
+    ref_logps: Tensor,
+    ref_kl_logps: Tensor,
+    beta: float,
+    desirable_weight: float = KTO_DESIRABLE_WEIGHT,
+    undesirable_weight: float = KTO_UNDESIRABLE_WEIGHT,
+) -> tuple[Tensor, Metrics]:
+    """KTO as TRL's KTOTrainer loss_type="kto", on rows [B rollouts; B mismatched (prompt, completion) rows].
+
+    A rollout with reward > 0 is desirable: `1 - sigmoid(beta (ratio - z))`; otherwise
+    `1 - sigmoid(beta (z - ratio))`; weighted, mean over the B rollouts. `ratio` is the
+    sequence log-ratio to the reference; z, TRL's estimate of KL(policy || reference), is
+    the mean log-ratio of the mismatched rows, clamped at 0 and without gradient.
+    """
+    s, s_kl, _, _ = _blocks(logps, mask, reward=reward, ref_logps=ref_logps, ref_kl_logps=ref_kl_logps)
+    z = (s_kl.detach() - ref_kl_logps).mean().clamp(min=0)
+    ratio = s - ref_logps
+    desirable = reward > 0
+    per_row = torch.where(
+        desirable,
+        desirable_weight * (1 - torch.sigmoid(beta * (ratio - z))),
+        undesirable_weight * (1 - torch.sigmoid(beta * (z - ratio))),
+    )
+    with torch.no_grad():  # the same keys every step, so logs average across steps and processes
+        metrics = {
+            "kl": z.item(),
+            "desirable_fraction": desirable.float().mean().item(),
+            "rewards_signed": (beta * torch.where(desirable, ratio, -ratio)).mean().item(),
+        }
+    return per_row.mean(), metrics
+
+
+LOSSES.update({"ipo": ipo, "dpo_norm": dpo_norm, "simpo": simpo, "kto": kto})
+_REF = ("ref_chosen_logps", "ref_rejected_logps")
+LOSS_COLUMNS.update(
+    {"ipo": _REF, "dpo_norm": _REF, "simpo": (), "kto": ("reward", "ref_logps", "ref_kl_logps")}
+)
+# Methods whose batch is two blocks of rows, by the dataset's text column of each block
+# (the collator lays out [all first; all second], as TRL's DPO collator does).
+BLOCKS: dict[str, tuple[str, str]] = {
+    **{m: ("chosen", "rejected") for m in ("dpo", "ipo", "dpo_norm", "simpo")},
+    "kto": ("completion", "kl_completion"),
+}
+# Methods that read the reference (adapter-off) sequence log-probs of both blocks, and their columns.
+REFERENCE_COLUMNS: dict[str, tuple[str, str]] = {
+    **{m: _REF for m in ("dpo", "ipo", "dpo_norm")},
+    "kto": ("ref_logps", "ref_kl_logps"),
+}
+_CONTRASTIVE_DEFAULTS = {
+    "ipo": {"beta": IPO_BETA},
+    "dpo_norm": {"beta": DPO_NORM_BETA},
+    "simpo": {"beta": SIMPO_BETA, "gamma": SIMPO_GAMMA},
+    "kto": {
+        "beta": KTO_BETA,
+        "desirable_weight": KTO_DESIRABLE_WEIGHT,
+        "undesirable_weight": KTO_UNDESIRABLE_WEIGHT,
+    },
+}
+
+
+def contrastive_hparams(method: str, train: Any) -> dict[str, float]:
+    """A contrastive loss's hyper-parameters: profile field `train.<method>_<name>` if it exists, else the default."""
+    return {k: float(getattr(train, f"{method}_{k}", v)) for k, v in _CONTRASTIVE_DEFAULTS[method].items()}

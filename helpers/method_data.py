@@ -7,7 +7,8 @@ which per-rollout column their loss reads:
   rift_paper: all, binary `reward` as stored;
 - grpo, grpo_paper: all, with an `advantage` column computed from the stored group
   (rollouts sharing a prompt_id);
-- dpo: every (correct, incorrect) pair of one prompt, shuffled by seed.
+- dpo: every (correct, incorrect) pair of one prompt, shuffled by seed; ipo, dpo_norm and
+  simpo read the same pairs; kto: every rollout, with a mismatched completion (kto_rows).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any
 
 from datasets import Dataset
 
-from helpers.profiles import METHODS, VARIANTS, TrainConfig
+from helpers.losses import BLOCKS
+from helpers.profiles import CONTRASTIVE, METHODS, VARIANTS, TrainConfig
 
 REQUIRED = ("prompt_id", "prompt", "completion", "reward")
-METHOD_NAMES = METHODS + VARIANTS
+METHOD_NAMES = METHODS + VARIANTS + CONTRASTIVE
 
 
 class MethodDataError(ValueError):
@@ -112,6 +114,35 @@ def dpo_pairs(records: list[dict], seed: int) -> list[dict]:
     return pairs
 
 
+def kto_rows(records: list[dict], seed: int) -> list[dict]:
+    """Every rollout (desirable when reward > 0) with a mismatched completion for KTO's KL baseline.
+
+    Groups are shuffled by `seed` and laid end to end; each row takes the completion m rows
+    further on (m = the largest group), which always belongs to another prompt. The
+    mismatched completions are a permutation of the matched ones, as TRL asks of its KL set.
+    """
+    groups = list(_groups(records).values())
+    random.Random(seed).shuffle(groups)
+    order = [i for g in groups for i in g]
+    m = max(len(g) for g in groups)
+    if len(order) < 2 * m:
+        raise MethodDataError(
+            f"kto: one prompt holds {m} of {len(order)} rollouts; a mismatched completion from another prompt "
+            "for every rollout needs each prompt to hold at most half of them"
+        )
+    return [
+        {
+            "prompt_id": records[i]["prompt_id"],
+            "prompt": records[i]["prompt"],
+            "completion": records[i]["completion"],
+            "kl_completion": records[order[(j + m) % len(order)]]["completion"],
+            "reward": records[i]["reward"],
+            "correct": records[i]["reward"] > 0,
+        }
+        for j, i in enumerate(order)
+    ]
+
+
 def build_method_dataset(
     rollouts: str | Path | Sequence[dict] | Dataset,
     method: str,
@@ -123,11 +154,13 @@ def build_method_dataset(
         raise MethodDataError(f"unknown method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
     train = train or TrainConfig()
     records = load_rollouts(rollouts)
-    if method == "dpo":
+    if method == "kto":
+        return Dataset.from_list(kto_rows(records, seed))
+    if method in BLOCKS:  # dpo and the paired contrastive losses
         pairs = dpo_pairs(records, seed)
         if not pairs:
             raise MethodDataError(
-                "dpo: no (correct, incorrect) pair within any prompt group; DPO needs groups with mixed rewards"
+                f"{method}: no (correct, incorrect) pair within any prompt group; it needs groups with mixed rewards"
             )
         return Dataset.from_list(pairs)
 

@@ -20,6 +20,7 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
 METHODS = ("sft", "rft", "dft", "rift", "grpo", "dpo")
 VARIANTS = ("rift_paper", "grpo_paper")
+CONTRASTIVE = ("ipo", "dpo_norm", "simpo", "kto")  # chapter 08; in no default `train.methods`
 
 
 class ProfileError(ValueError):
@@ -314,7 +315,7 @@ def _validate(profile: Profile, source: str) -> None:
         value = _get(profile, key)
         if not ok(value):
             raise ProfileError(f"{source}: `{key}` {need}, got {value!r}")
-    unknown = [m for m in profile.train.methods if m not in METHODS + VARIANTS]
+    unknown = [m for m in profile.train.methods if m not in METHODS + VARIANTS + CONTRASTIVE]
     if unknown:
         raise ProfileError(f"{source}: `train.methods` has unknown method(s) {unknown}")
     unknown = [c for c in profile.train.controls if c not in CONTROL_NAMES]
@@ -323,9 +324,10 @@ def _validate(profile: Profile, source: str) -> None:
             f"{source}: `train.controls` has unknown control(s) {unknown}; allowed: {CONTROL_NAMES}"
         )
     for method, lr in profile.train.lr_overrides.items():
-        if method not in METHODS + VARIANTS:
+        if method not in METHODS + VARIANTS + CONTRASTIVE:
             raise ProfileError(
-                f"{source}: `train.lr_overrides.{method}` is not a method; allowed: {', '.join(METHODS + VARIANTS)}"
+                f"{source}: `train.lr_overrides.{method}` is not a method; "
+                f"allowed: {', '.join(METHODS + VARIANTS + CONTRASTIVE)}"
             )
         if lr <= 0:
             raise ProfileError(f"{source}: `train.lr_overrides.{method}` must be > 0, got {lr!r}")

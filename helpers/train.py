@@ -44,7 +44,7 @@ from helpers.cache import (
     stable_hash,
 )
 from helpers.cli import add_debug_flag, reports_errors
-from helpers.losses import loss_hparams
+from helpers.losses import BLOCKS, REFERENCE_COLUMNS, loss_hparams
 from helpers.method_data import METHOD_NAMES, build_method_dataset, load_rollouts
 from helpers.profiles import Profile, load_profile, profile_source
 from helpers.seeding import seed_everything
@@ -153,19 +153,23 @@ def _cached_reference_logps(
     ds: Dataset,
     collator: MethodCollator,
     root: Path,
+    method: str = "dpo",
 ) -> dict[str, list[float]]:
-    """DPO reference log-probs, computed once per (base, data) by the main process and cached to disk."""
+    """Reference log-probs (DPO's, or those of REFERENCE_COLUMNS[method]), once per (base, data), cached."""
+    names = REFERENCE_COLUMNS[method]
     inputs = {
         "v": REF_LOGPS_VERSION,
         "base": _fingerprint(base_dir),
-        "data": _data_hash(ds, ("prompt", "chosen", "rejected")),
+        "data": _data_hash(ds, ("prompt", *BLOCKS[method])),
         "max_length": profile.model.max_length,
         "dtype": profile.model.dtype,
     }
+    if names != REFERENCE_COLUMNS["dpo"]:  # DPO's key unchanged, so its cached pass stays valid
+        inputs["columns"] = list(names)
     state = PartialState()
 
     def build(folder: Path) -> None:
-        ref = reference_logps(model, ds, collator, profile.train.batch_size, state.device)
+        ref = reference_logps(model, ds, collator, profile.train.batch_size, state.device, names)
         atomic_write_json(folder / "ref_logps.json", ref)
 
     with state.main_process_first():
@@ -322,10 +326,10 @@ def train_method(
     init_dir = _init_for(profile, base_dir, init_dir, control)
     tokenizer, model = _load(profile, base_dir, init_dir)
     ds = tokenize_dataset(ds, tokenizer, method, profile.model.max_length)
-    collator = MethodCollator(tokenizer.pad_token_id, dpo=method == "dpo")
-    if method == "dpo":
-        # cached next to the shared init (a stable folder), so DPO and dpo_samelr share one pass
-        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, init_dir.parent)
+    collator = MethodCollator(tokenizer.pad_token_id, blocks=BLOCKS.get(method))
+    if method in REFERENCE_COLUMNS:
+        # cached next to the shared init (a stable folder), so DPO, dpo_samelr, ipo, dpo_norm share one pass
+        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, init_dir.parent, method)
         for name, values in ref.items():
             ds = ds.add_column(name, values)
 

@@ -23,7 +23,7 @@ from helpers.cache import atomic_write_json, replace_folder, scratch_path
 from helpers.logps import token_logps
 from helpers.prompting import tokenize_pair
 
-FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps")
+FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
 # A last_good folder holds an adapter and this record; train.check_out_dir recognises it by both.
 LAST_GOOD_MARKERS = ("last_good.json", "adapter_config.json")
 
@@ -36,14 +36,11 @@ def tokenize_dataset(ds: Dataset, tokenizer: Any, method: str, max_length: int) 
     """Token ids and completion masks through helpers.prompting.tokenize_pair (the one prompt format)."""
 
     def encode(row: dict) -> dict:
-        if method == "dpo":
-            chosen = tokenize_pair(tokenizer, row["prompt"], row["chosen"], max_length)
-            rejected = tokenize_pair(tokenizer, row["prompt"], row["rejected"], max_length)
+        if method in losses.BLOCKS:  # two blocks: <text>_input_ids / <text>_completion_mask for each
             return {
-                "chosen_input_ids": chosen["input_ids"],
-                "chosen_completion_mask": chosen["completion_mask"],
-                "rejected_input_ids": rejected["input_ids"],
-                "rejected_completion_mask": rejected["completion_mask"],
+                f"{text}_{key}": value
+                for text in losses.BLOCKS[method]
+                for key, value in tokenize_pair(tokenizer, row["prompt"], row[text], max_length).items()
             }
         return tokenize_pair(tokenizer, row["prompt"], row["completion"], max_length)
 
@@ -51,11 +48,15 @@ def tokenize_dataset(ds: Dataset, tokenizer: Any, method: str, max_length: int) 
 
 
 class MethodCollator:
-    """Right padding; DPO rows become [all chosen; all rejected] as TRL lays them out."""
+    """Right padding; DPO rows become [all chosen; all rejected] as TRL lays them out.
 
-    def __init__(self, pad_token_id: int, dpo: bool = False):
+    `blocks` (text columns, losses.BLOCKS[method]) gives any two-block method that layout;
+    `dpo=True` is blocks=("chosen", "rejected").
+    """
+
+    def __init__(self, pad_token_id: int, dpo: bool = False, blocks: tuple[str, str] | None = None):
         self.pad_token_id = pad_token_id
-        self.dpo = dpo
+        self.blocks = blocks or (("chosen", "rejected") if dpo else None)
 
     def _pad(self, seqs: Sequence[list[int]], masks: Sequence[list[int]]) -> dict[str, torch.Tensor]:
         width = max(len(s) for s in seqs)
@@ -69,11 +70,9 @@ class MethodCollator:
         return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        if self.dpo:
-            seqs = [r["chosen_input_ids"] for r in rows] + [r["rejected_input_ids"] for r in rows]
-            masks = [r["chosen_completion_mask"] for r in rows] + [
-                r["rejected_completion_mask"] for r in rows
-            ]
+        if self.blocks:
+            seqs = [r[f"{b}_input_ids"] for b in self.blocks for r in rows]
+            masks = [r[f"{b}_completion_mask"] for b in self.blocks for r in rows]
         else:
             seqs = [r["input_ids"] for r in rows]
             masks = [r["completion_mask"] for r in rows]
@@ -86,9 +85,14 @@ class MethodCollator:
 
 @torch.no_grad()
 def reference_logps(
-    model: torch.nn.Module, ds: Dataset, collator: MethodCollator, batch_size: int, device: torch.device | str
+    model: torch.nn.Module,
+    ds: Dataset,
+    collator: MethodCollator,
+    batch_size: int,
+    device: torch.device | str,
+    names: tuple[str, str] = ("ref_chosen_logps", "ref_rejected_logps"),
 ) -> dict[str, list[float]]:
-    """Sequence-summed completion log-probs of chosen and rejected under the base (adapters disabled)."""
+    """Sequence-summed completion log-probs of both blocks (chosen, rejected) under the base (adapters off)."""
     model.to(device)
     was_training = model.training
     model.eval()
@@ -104,7 +108,7 @@ def reference_logps(
             chosen += c.tolist()
             rejected += r.tolist()
     model.train(was_training)
-    return {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
+    return {names[0]: chosen, names[1]: rejected}
 
 
 class MethodTrainer(Trainer):
@@ -136,7 +140,7 @@ class MethodTrainer(Trainer):
         columns = {name: inputs.get(name) for name in losses.LOSS_COLUMNS[self.method]}
         # looked up at call time so a test can swap a loss in the registry
         loss, metrics = losses.LOSSES[self.method](logps.float(), mask, **columns, **self.hparams)
-        self.rows_seen += inputs["input_ids"].shape[0] // (2 if self.method == "dpo" else 1)
+        self.rows_seen += inputs["input_ids"].shape[0] // (2 if self.method in losses.BLOCKS else 1)
         for key, value in metrics.items():
             self._metrics[key].append(float(value))
         return (loss, {"logps": logps}) if return_outputs else loss

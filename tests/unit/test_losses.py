@@ -142,9 +142,9 @@ def test_dpo_wrapper_sums_tokens_of_chosen_then_rejected_rows() -> None:
 
 
 def test_registry_covers_every_method() -> None:
-    from helpers.profiles import METHODS, VARIANTS
+    from helpers.profiles import CONTRASTIVE, METHODS, VARIANTS
 
-    assert set(losses.LOSSES) == set(METHODS + VARIANTS) == set(losses.LOSS_COLUMNS)
+    assert set(losses.LOSSES) == set(METHODS + VARIANTS + CONTRASTIVE) == set(losses.LOSS_COLUMNS)
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
