@@ -25,7 +25,7 @@ from .cache import (
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
-STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 1, "evaluation": 1}
+STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 2, "evaluation": 1}
 CURVE_PROBLEMS = 64  # held-out problems per probe
 
 
@@ -270,7 +270,10 @@ def run_names(profile: Profile) -> list[str]:
 
 
 def adapter_stage(profile: Profile, name: str) -> Path:
-    """Train one method or control from the shared init; returns the adapter folder."""
+    """Train one method or control from the shared init; returns its adapter at `train.result_step`.
+
+    The adapters kept at `train.save_steps` are inside it (helpers.checkpoints); `adapter_at` finds them.
+    """
     from .train import train_method
 
     method, control = split_run_name(name)
@@ -293,6 +296,18 @@ def adapter_stage(profile: Profile, name: str) -> Path:
         )
 
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
+
+
+def adapter_at(profile: Profile, name: str, step: int) -> Path:
+    """The adapter of one run at a kept step (`train.result_step` or one of `train.save_steps`)."""
+    from .checkpoints import adapter_at_step
+
+    t = profile.train
+    if name == "online_grpo":
+        raise ValueError("online_grpo keeps only its final adapter (adapter_stage); it has no trajectory")
+    if step not in t.kept_steps():
+        raise ValueError(f"step {step} is not kept by profile {profile.name}: train.save_steps + result_step = {list(t.kept_steps())}")
+    return adapter_at_step(adapter_stage(profile, name), step, t.result_step)
 
 
 def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path]:

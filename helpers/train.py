@@ -7,8 +7,9 @@ also under `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 
 Every method loads the ONE shared LoRA initialisation (`make_lora_init`) and trains with
 the same tokenisation, optimiser (AdamW), schedule, batch, weight decay, clipping, step
 count and seed; only the loss and the learning rate (`profile.train.lr_for`) differ.
-The adapter lands in `out_dir` (PEFT format) with `training_log.json` and
-`train_meta.json`, all written to a temporary folder renamed at the end.
+The adapter at `train.result_step` lands in `out_dir` (PEFT format) with `training_log.json`
+and `train_meta.json`, the adapters at `train.save_steps` in `out_dir/steps/` (see
+helpers.checkpoints), all written to a temporary folder renamed at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
 from helpers.cache import atomic_write_json, cached_stage, read_json, runs_root, stable_hash
+from helpers.checkpoints import StepAdapters
 from helpers.losses import loss_hparams
 from helpers.method_data import build_method_dataset, load_rollouts
 from helpers.profiles import Profile, load_profile
@@ -41,7 +43,7 @@ __all__ = ["CONTROLS", "TrainingDiverged", "make_lora_init", "train_method", "ma
 
 # Each control is a variant of one method.
 CONTROLS = {"sft_order": "sft", "sft_seed": "sft", "dpo_samelr": "dpo", "online_grpo": "grpo"}
-REF_LOGPS_VERSION = 1
+REF_LOGPS_VERSION = 2  # 2: rows whose prompt exceeds max_length are dropped, not cut
 
 
 class TrainConfigError(ValueError):
@@ -113,18 +115,41 @@ def _data_hash(ds: Dataset, columns: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
+TOKENIZER_FILES = ("tokenizer*", "vocab*", "merges*", "special_tokens_map.json", "added_tokens.json", "chat_template*")
+
+
+def _tokenizer_fingerprint(tokenizer: Any, base_dir: str | os.PathLike) -> dict[str, Any]:
+    """What decides the token ids: the content of the tokenizer's files, its vocabulary and its chat template."""
+    path = Path(base_dir)
+    files = {}
+    if path.is_dir():
+        for pattern in TOKENIZER_FILES:
+            for file in sorted(path.glob(pattern)):
+                files[file.name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return {
+        "files": files,
+        "vocab": stable_hash(vocab),
+        "chat_template": stable_hash(getattr(tokenizer, "chat_template", None) or ""),
+        "special": [tokenizer.eos_token_id, tokenizer.pad_token_id],
+    }
+
+
 def _cached_reference_logps(
     profile: Profile,
     base_dir: str | os.PathLike,
     model: PeftModel,
+    tokenizer: Any,
     ds: Dataset,
     collator: MethodCollator,
     root: Path,
 ) -> dict[str, list[float]]:
-    """DPO reference log-probs, computed once per (base, data) by the main process and cached to disk."""
+    """DPO reference log-probs, computed once per (base, tokenizer, data) by the main process and cached."""
     inputs = {
         "v": REF_LOGPS_VERSION,
         "base": _fingerprint(base_dir),
+        "tokenizer": _tokenizer_fingerprint(tokenizer, base_dir),
         "data": _data_hash(ds, ("prompt", "chosen", "rejected")),
         "max_length": profile.model.max_length,
         "dtype": profile.model.dtype,
@@ -238,16 +263,19 @@ def train_method(
     state = PartialState()
     if control == "online_grpo":
         return _train_online_grpo(profile, base_dir, rollouts, out_dir, init_dir)
+    errors = profile.train.step_errors()
+    if errors:
+        raise TrainConfigError(f"profile {profile.name}: " + "; ".join(errors))
     ds = build_method_dataset(
         rollouts, method, profile.train, seed=profile.train.seed
     )  # errors before any load
     init_dir = _init_for(profile, base_dir, init_dir, control)
     tokenizer, model = _load(profile, base_dir, init_dir)
-    ds = tokenize_dataset(ds, tokenizer, method, profile.model.max_length)
+    ds, counts = tokenize_dataset(ds, tokenizer, method, profile.model.max_length, return_counts=True)
     collator = MethodCollator(tokenizer.pad_token_id, dpo=method == "dpo")
     if method == "dpo":
         # cached next to the shared init (a stable folder), so DPO and dpo_samelr share one pass
-        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, init_dir.parent)
+        ref = _cached_reference_logps(profile, base_dir, model, tokenizer, ds, collator, init_dir.parent)
         for name, values in ref.items():
             ds = ds.add_column(name, values)
 
@@ -262,6 +290,10 @@ def train_method(
         hparams=loss_hparams(method, profile.train),
         last_good_dir=out_dir / "last_good",
     )
+    kept = StepAdapters(
+        tmp, profile.train.save_steps, profile.train.result_step, trainer.total_rows_seen, state.is_main_process
+    )
+    trainer.add_callback(kept)
     start = time.time()
     try:
         result = trainer.train()
@@ -271,17 +303,23 @@ def train_method(
         raise
     seconds = time.time() - start
     steps = trainer.state.global_step
-    seen = trainer.total_rows_seen()
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    kept.restore_result(unwrapped, steps)  # the run folder holds the result_step adapter
+    seen = kept.rows_at[profile.train.result_step]
     meta = {
         "method": method,
         "control": control,
         "profile": profile.name,
         "lr": lr,
         "steps": steps,
+        "result_step": profile.train.result_step,
+        "kept_steps": sorted(kept.rows_at),
         "seconds": seconds,
-        "examples_seen": seen,
+        "examples_seen": seen,  # by result_step
+        "examples_seen_total": trainer.total_rows_seen(),
         "rows": len(ds),
-        "epochs": seen / len(ds),
+        "epochs": seen / len(ds),  # passes over the method's data by result_step
+        "tokenization": counts | {"max_length": profile.model.max_length},
         "batch": profile.train.batch_size * profile.train.grad_accum * state.num_processes,
         "processes": state.num_processes,
         "seed": profile.train.seed,
@@ -293,9 +331,7 @@ def train_method(
         "rollouts": str(rollouts) if isinstance(rollouts, str | os.PathLike) else f"{len(ds)} in-memory rows",
     }
     if state.is_main_process:
-        _finish(
-            tmp, out_dir, trainer.accelerator.unwrap_model(trainer.model), trainer.state.log_history, meta
-        )
+        _finish(tmp, out_dir, unwrapped, trainer.state.log_history, meta)
     state.wait_for_everyone()
     return out_dir
 
