@@ -96,6 +96,8 @@ class StepAdapters(TrainerCallback):
     def restore_result(self, model: Any, final_step: int) -> None:
         """Put the result_step weights back into `model` (a no-op when training ended there)."""
         if self.result_weights is None:
-            raise RuntimeError(f"training stopped at step {final_step}, before result_step {self.result_step}")
+            raise RuntimeError(
+                f"training stopped at step {final_step}, before result_step {self.result_step}"
+            )
         if final_step != self.result_step:
             set_peft_model_state_dict(model, self.result_weights)

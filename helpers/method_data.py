@@ -93,7 +93,9 @@ def group_advantages(records: list[dict], method: str, bias: float) -> list[floa
     return advantages
 
 
-def dpo_pairs(records: list[dict], seed: int, per_prompt: int | None = None, max_pairs: int = 0) -> list[dict]:
+def dpo_pairs(
+    records: list[dict], seed: int, per_prompt: int | None = None, max_pairs: int = 0
+) -> list[dict]:
     """(correct, incorrect) completion pairs within each prompt group, shuffled by `seed`.
 
     `per_prompt` pairs are drawn without replacement from each mixed group's

@@ -306,7 +306,9 @@ def adapter_at(profile: Profile, name: str, step: int) -> Path:
     if name == "online_grpo":
         raise ValueError("online_grpo keeps only its final adapter (adapter_stage); it has no trajectory")
     if step not in t.kept_steps():
-        raise ValueError(f"step {step} is not kept by profile {profile.name}: train.save_steps + result_step = {list(t.kept_steps())}")
+        raise ValueError(
+            f"step {step} is not kept by profile {profile.name}: train.save_steps + result_step = {list(t.kept_steps())}"
+        )
     return adapter_at_step(adapter_stage(profile, name), step, t.result_step)
 
 

@@ -134,7 +134,9 @@ class TrainConfig:
         """What is wrong with steps / result_step / save_steps / replicates / DPO pairs (empty: fine)."""
         errors = []
         if not 1 <= self.result_step <= self.steps:
-            errors.append(f"`train.result_step` ({self.result_step}) must be within 1..train.steps ({self.steps})")
+            errors.append(
+                f"`train.result_step` ({self.result_step}) must be within 1..train.steps ({self.steps})"
+            )
         outside = [s for s in self.save_steps if not 1 <= s <= self.steps]
         if outside:
             errors.append(f"`train.save_steps` {outside} must be within 1..train.steps ({self.steps})")

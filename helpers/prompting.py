@@ -45,7 +45,9 @@ def tokenize_pair(tokenizer: Any, prompt: str, completion: str, max_length: int)
     (empty ids) and the caller leaves it out.
     """
     if max_length < 2:
-        raise ValueError(f"max_length must be at least 2 (a prompt token and a completion token), got {max_length}")
+        raise ValueError(
+            f"max_length must be at least 2 (a prompt token and a completion token), got {max_length}"
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:

@@ -115,7 +115,14 @@ def _data_hash(ds: Dataset, columns: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
-TOKENIZER_FILES = ("tokenizer*", "vocab*", "merges*", "special_tokens_map.json", "added_tokens.json", "chat_template*")
+TOKENIZER_FILES = (
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template*",
+)
 
 
 def _tokenizer_fingerprint(tokenizer: Any, base_dir: str | os.PathLike) -> dict[str, Any]:
@@ -291,7 +298,11 @@ def train_method(
         last_good_dir=out_dir / "last_good",
     )
     kept = StepAdapters(
-        tmp, profile.train.save_steps, profile.train.result_step, trainer.total_rows_seen, state.is_main_process
+        tmp,
+        profile.train.save_steps,
+        profile.train.result_step,
+        trainer.total_rows_seen,
+        state.is_main_process,
     )
     trainer.add_callback(kept)
     start = time.time()

@@ -73,7 +73,9 @@ def tokenize_dataset(
     encoded = ds.map(encode, desc=f"Tokenising {method}")
     dropped = sum(encoded["dropped"])
     if dropped:
-        encoded = encoded.filter(lambda row: not row["dropped"], desc="Dropping prompts longer than max_length")
+        encoded = encoded.filter(
+            lambda row: not row["dropped"], desc="Dropping prompts longer than max_length"
+        )
     if len(encoded) == 0:
         raise MethodDataError(
             f"{method}: every prompt is at least model.max_length ({max_length}) tokens long, so no row is left "

@@ -120,7 +120,9 @@ def test_sft_and_dft_match_trl_over_two_accumulation_steps(tmp_path, tokenizer) 
             **ONE_SGD_STEP,
         )
         trl_data = ds.select_columns(["input_ids", "completion_mask"])
-        trl_trainer = trl.SFTTrainer(model=trl_model, args=config, train_dataset=trl_data, processing_class=tokenizer)
+        trl_trainer = trl.SFTTrainer(
+            model=trl_model, args=config, train_dataset=trl_data, processing_class=tokenizer
+        )
         trl_trainer.train()
         theirs = weights(trl_model)
 
@@ -129,7 +131,9 @@ def test_sft_and_dft_match_trl_over_two_accumulation_steps(tmp_path, tokenizer) 
         moved = max((theirs[n] - before[n]).abs().max().item() for n in before)
         assert moved > 1e-4, "the step must move the weights for the comparison to mean anything"
         for name in before:
-            torch.testing.assert_close(ours[name] - before[name], theirs[name] - before[name], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(
+                ours[name] - before[name], theirs[name] - before[name], rtol=1e-4, atol=1e-6
+            )
         assert trainer.total_rows_seen() == 2  # rows seen: micro-batch x accumulation steps
         log = [row for row in trainer.state.log_history if "loss" in row]
         trl_log = [row for row in trl_trainer.state.log_history if "loss" in row]

@@ -82,14 +82,15 @@ def dpo_config(per_prompt: int, max_pairs: int = 0) -> TrainConfig:
 
 
 def test_dpo_draws_pairs_per_prompt_group() -> None:
-    rollouts = unique_rollouts(6, 4)  # groups with 0, 1, 2, 3, 4, 0 correct: 3 mixed, with 3, 4, 3 combinations
+    # groups with 0, 1, 2, 3, 4, 0 correct: 3 mixed ones, with 3, 4 and 3 (correct, incorrect) combinations
+    rollouts = unique_rollouts(6, 4)
     ds = build_method_dataset(rollouts, "dpo", dpo_config(1), seed=1)
     assert sorted(ds["prompt_id"]) == [1, 2, 3]  # one pair from each mixed group
     check_pairs(ds, rollouts)
     two = build_method_dataset(rollouts, "dpo", dpo_config(2), seed=1)
     assert sorted(two["prompt_id"]) == [1, 1, 2, 2, 3, 3]
     check_pairs(two, rollouts)
-    every = build_method_dataset(rollouts, "dpo", dpo_config(10), seed=1)  # more than a group has: all of them
+    every = build_method_dataset(rollouts, "dpo", dpo_config(10), seed=1)  # more than any group has: all
     assert len(every) == 1 * 3 + 2 * 2 + 3 * 1
     check_pairs(every, rollouts)
     assert build_method_dataset(rollouts, "dpo", seed=1)["prompt_id"] == ds["prompt_id"]  # default: one

@@ -85,7 +85,11 @@ def _edited(tmp_path: Path, **train) -> Path:
 def test_bad_step_settings_name_the_field(tmp_path, edit, message) -> None:
     with pytest.raises(ProfileError, match="custom.yaml.*" + message):
         load_profile(_edited(tmp_path, **edit))
-    assert load_profile(_edited(tmp_path, result_step=50, save_steps=[10, 100])).train.kept_steps() == (10, 50, 100)
+    assert load_profile(_edited(tmp_path, result_step=50, save_steps=[10, 100])).train.kept_steps() == (
+        10,
+        50,
+        100,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +137,20 @@ def test_kept_adapters_are_the_weights_at_their_step(tmp_path, base) -> None:
     rollouts = make_rollouts(6, 4)
     constant = dict(scheduler="constant", warmup_ratio=0.0)
     long = train_method(
-        smoke(steps=8, result_step=4, save_steps=(2,), **constant), "rift", base, rollouts, tmp_path / "a", tmp_path / "i"
+        smoke(steps=8, result_step=4, save_steps=(2,), **constant),
+        "rift",
+        base,
+        rollouts,
+        tmp_path / "a",
+        tmp_path / "i",
     )
     short = train_method(
-        smoke(steps=4, result_step=4, save_steps=(2,), **constant), "rift", base, rollouts, tmp_path / "b", tmp_path / "i"
+        smoke(steps=4, result_step=4, save_steps=(2,), **constant),
+        "rift",
+        base,
+        rollouts,
+        tmp_path / "b",
+        tmp_path / "i",
     )
     assert same(lora(long), lora(short))
     assert same(lora(step_dir(long, 2)), lora(step_dir(short, 2)))
@@ -158,7 +172,9 @@ def test_adapter_at_finds_kept_steps(tmp_path, base, monkeypatch) -> None:
 
 def test_train_method_refuses_a_result_step_beyond_the_schedule(tmp_path, base) -> None:
     with pytest.raises(TrainConfigError, match="result_step"):
-        train_method(smoke(steps=2, result_step=4), "sft", base, make_rollouts(6, 4), tmp_path / "o", tmp_path / "i")
+        train_method(
+            smoke(steps=2, result_step=4), "sft", base, make_rollouts(6, 4), tmp_path / "o", tmp_path / "i"
+        )
     assert not (tmp_path / "o").exists() and not (tmp_path / "i").exists()
 
 

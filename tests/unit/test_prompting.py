@@ -76,9 +76,14 @@ def test_dpo_pair_counts_either_side(tok) -> None:
     ]
     ds, counts = tokenize_dataset(Dataset.from_list(pairs), tok, "dpo", max_length=12, return_counts=True)
     assert counts == {"kept": 2, "truncated": 1, "dropped": 1}
-    assert ds["chosen_input_ids"][1][-1] == tok.eos_token_id and ds["rejected_input_ids"][1][-1] != tok.eos_token_id
+    assert (
+        ds["chosen_input_ids"][1][-1] == tok.eos_token_id
+        and ds["rejected_input_ids"][1][-1] != tok.eos_token_id
+    )
 
 
 def test_every_row_dropped_is_an_error(tok) -> None:
     with pytest.raises(ValueError, match="max_length"):
-        tokenize_dataset(Dataset.from_list([{"prompt": PROMPT, "completion": SHORT}]), tok, "sft", max_length=4)
+        tokenize_dataset(
+            Dataset.from_list([{"prompt": PROMPT, "completion": SHORT}]), tok, "sft", max_length=4
+        )

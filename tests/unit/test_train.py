@@ -235,7 +235,14 @@ def test_paper_profile_code_path_on_cpu(tmp_path) -> None:
         paper,
         model=dataclasses.replace(paper.model, dtype="float32", max_length=48),
         train=dataclasses.replace(
-            paper.train, steps=1, result_step=1, save_steps=(), batch_size=2, grad_accum=1, bf16=False, log_every=1
+            paper.train,
+            steps=1,
+            result_step=1,
+            save_steps=(),
+            batch_size=2,
+            grad_accum=1,
+            bf16=False,
+            log_every=1,
         ),
     )
     assert (profile.lora.r, profile.lora.alpha, profile.lora.targets) == (
