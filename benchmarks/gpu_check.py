@@ -166,6 +166,8 @@ def train_steps(
         "peak_gib": torch.cuda.max_memory_allocated() / GiB if cuda else None,
         "activation_checkpointing": checkpointing,
     }
+    if checkpointing:  # the base model is reused by the next method: leave it as it was
+        model.activation_checkpointing_disable()
     del trainer
     gc.collect()
     if cuda:
