@@ -180,7 +180,10 @@ class MethodTrainer(Trainer):
         loss, metrics = losses.LOSSES[self.method](logps.float(), mask, **columns, **self.hparams)
         if num_items_in_batch is not None and self.method in TOKEN_MEAN:
             # sum / micro-batch tokens -> sum / accumulated tokens; DDP then averages over processes
-            loss = loss * (loss_tokens(self.method, inputs) / num_items_in_batch)
+            # (clamped, so an accumulated batch without completion tokens gives a finite zero, as in TRL)
+            loss = loss * (
+                loss_tokens(self.method, inputs) / torch.as_tensor(num_items_in_batch).clamp(min=1)
+            )
             if self.args.average_tokens_across_devices:
                 loss = loss * self.accelerator.num_processes
         self.rows_seen += inputs["input_ids"].shape[0] // (2 if self.method == "dpo" else 1)
