@@ -158,3 +158,22 @@ def test_accumulating_micro_batches_equals_one_big_batch(tmp_path, tokenizer, me
     for name in before:
         torch.testing.assert_close(small[name] - before[name], big[name] - before[name], rtol=1e-4, atol=1e-6)
     assert trainer.total_rows_seen() == 2
+
+
+def test_an_accumulated_batch_without_completion_tokens_gives_a_finite_zero(tmp_path, tokenizer) -> None:
+    ds = tokenize_dataset(build_method_dataset(rollouts(), "sft"), tokenizer, "sft", max_length=256)
+    trainer = MethodTrainer(
+        model=make_model(len(tokenizer)),
+        args=TrainingArguments(output_dir=str(tmp_path), remove_unused_columns=False, **ONE_SGD_STEP),
+        train_dataset=ds,
+        data_collator=MethodCollator(tokenizer.pad_token_id),
+        method="sft",
+        hparams={},
+        last_good_dir=tmp_path / "last_good",
+    )
+    batch = MethodCollator(tokenizer.pad_token_id)([ds[0], ds[1]])
+    batch["completion_mask"].zero_()
+    count = trainer._get_num_items_in_batch([batch], torch.device("cpu"))
+    assert int(count) == 0
+    loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=count)
+    assert torch.isfinite(loss) and loss.item() == 0.0
