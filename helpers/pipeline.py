@@ -239,7 +239,7 @@ def profile_table(profile: Profile):
         "rollouts per prompt": f"K={r.k} at temperature {r.temperature}",
         "LoRA": f"r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.targets)}",
         "learning rate": f"{t.lr:g} (DPO {t.lr_for('dpo'):g}), {t.scheduler}, warmup {t.warmup_ratio:.0%}",
-        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}",
+        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}, read at step {t.result_step}",
         "seed / dtype": f"{profile.seed} / {'bf16' if t.bf16 else m.dtype}",
     }
     return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")
