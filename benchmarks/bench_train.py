@@ -116,7 +116,7 @@ def time_method(
     ds = tokenize_dataset(ds, tokenizer, method, profile.model.max_length)
     collator = MethodCollator(tokenizer.pad_token_id, dpo=method == "dpo")
     if method == "dpo":
-        ref = T._cached_reference_logps(profile, base, model, ds, collator, work)
+        ref = T._cached_reference_logps(profile, base, model, tokenizer, ds, collator, work)
         for name, values in ref.items():
             ds = ds.add_column(name, values)
     timer = StepTimer()

@@ -116,6 +116,8 @@ def encode_problems(
         prompt = build_prompt(str(_field(problem, "question")), tokenizer)
         completion = build_completion(answer_text(problem, tokenizer), tokenizer)
         row = tokenize_pair(tokenizer, prompt, completion, max_length)
+        if row["dropped"]:  # the prompt alone fills max_length: nothing of the answer could be scored
+            continue
         n_answer = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
         start = row["completion_mask"].index(1) if 1 in row["completion_mask"] else len(row["input_ids"])
         row["completion_mask"] = [

@@ -7,10 +7,12 @@ as a (B,) tensor. The trainer dispatches on `LOSSES[method]`, as TRL dispatches 
 `loss_type`.
 
 Normalisation: the NLL-style losses (sft, rft, dft, rift, rift_paper, grpo,
-grpo_paper) are a token mean over the micro-batch, `sum(per_token_loss) / n_tokens`,
-exactly like TRL's SFTTrainer (`loss_type="nll"` / `"dft"`), so our SFT and DFT match
-TRL to float precision. The per-sequence sums the study writes (`sum_i l_i`) differ
-from this only by a constant factor per batch. DPO is a mean over pairs.
+grpo_paper) are a token mean over the batch, `sum(per_token_loss) / n_tokens`, like
+TRL's SFTTrainer (`loss_type="nll"` / `"dft"`); with gradient accumulation the trainer
+rescales them to the tokens of the whole accumulated batch, as TRL does through
+`num_items_in_batch` (helpers.trainer.TOKEN_MEAN), so our SFT and DFT match TRL to float
+precision. The per-sequence sums the study writes (`sum_i l_i`) differ from this only
+by a constant factor per batch. DPO is a mean over pairs (over micro-batches, like TRL).
 """
 
 from __future__ import annotations

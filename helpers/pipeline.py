@@ -26,7 +26,7 @@ from .cache import (
 from .profiles import Profile
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
-STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 1, "evaluation": 1}
+STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 2, "evaluation": 1}
 CURVE_PROBLEMS = 64  # held-out problems per probe
 
 
@@ -271,7 +271,7 @@ def profile_table(profile: Profile):
         "rollouts per prompt": f"K={r.k} at temperature {r.temperature}",
         "LoRA": f"r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.targets)}",
         "learning rate": f"{t.lr:g} (DPO {t.lr_for('dpo'):g}), {t.scheduler}, warmup {t.warmup_ratio:.0%}",
-        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}",
+        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}, read at step {t.result_step}",
         "seed / dtype": f"{profile.seed} / {'bf16' if t.bf16 else m.dtype}",
     }
     return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")
@@ -302,7 +302,10 @@ def run_names(profile: Profile) -> list[str]:
 
 
 def adapter_stage(profile: Profile, name: str) -> Path:
-    """Train one method or control from the shared init; returns the adapter folder."""
+    """Train one method or control from the shared init; returns its adapter at `train.result_step`.
+
+    The adapters kept at `train.save_steps` are inside it (helpers.checkpoints); `adapter_at` finds them.
+    """
     from .train import last_good_path, train_method
 
     method, control = split_run_name(name)
@@ -335,6 +338,20 @@ def adapter_stage(profile: Profile, name: str) -> Path:
         )
 
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
+
+
+def adapter_at(profile: Profile, name: str, step: int) -> Path:
+    """The adapter of one run at a kept step (`train.result_step` or one of `train.save_steps`)."""
+    from .checkpoints import adapter_at_step
+
+    t = profile.train
+    if name == "online_grpo":
+        raise ValueError("online_grpo keeps only its final adapter (adapter_stage); it has no trajectory")
+    if step not in t.kept_steps():
+        raise ValueError(
+            f"step {step} is not kept by profile {profile.name}: train.save_steps + result_step = {list(t.kept_steps())}"
+        )
+    return adapter_at_step(adapter_stage(profile, name), step, t.result_step)
 
 
 def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path]:

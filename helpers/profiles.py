@@ -106,7 +106,10 @@ class TrainConfig:
     methods: tuple[str, ...] = METHODS + VARIANTS
     lr: float = 1e-3
     lr_overrides: dict[str, float] = field(default_factory=lambda: {"dpo": 3e-5})
-    steps: int = 200
+    steps: int = 200  # optimiser steps; the learning-rate schedule runs over all of them
+    result_step: int = 200  # the step whose adapter every analysis reads (the study: 1000 of 1500)
+    save_steps: tuple[int, ...] = ()  # further steps whose adapters are kept (for trajectories)
+    replicates: int = 1  # complete copies of the design, each with its own init and data-order seed
     batch_size: int = 32
     grad_accum: int = 1
     scheduler: str = "cosine"
@@ -119,6 +122,8 @@ class TrainConfig:
     rift_neg_reward: float = -0.2
     rift_lambda: float = 0.5  # rift_paper's (1 - r*lambda); the study gives no value
     grpo_bonus: float = 0.1  # grpo_paper's A = r - mean + 0.1
+    dpo_pairs_per_prompt: int = 1  # (correct, incorrect) pairs drawn per mixed prompt group, by seed
+    dpo_max_pairs: int = 0  # cap on DPO's pairs after drawing (0: no cap); the study used about 1.8k
     controls: tuple[str, ...] = ("sft_order", "sft_seed", "dpo_samelr", "online_grpo")
     online_grpo_steps: int = 40
     log_every: int = 5
@@ -127,6 +132,28 @@ class TrainConfig:
     def lr_for(self, method: str) -> float:
         """Peak learning rate of a method: the shared one unless overridden."""
         return float(self.lr_overrides.get(method, self.lr))
+
+    def kept_steps(self) -> tuple[int, ...]:
+        """Every step whose adapter a run keeps: save_steps and result_step, ascending."""
+        return tuple(sorted({*self.save_steps, self.result_step}))
+
+    def step_errors(self) -> list[str]:
+        """What is wrong with steps / result_step / save_steps / replicates / DPO pairs (empty: fine)."""
+        errors = []
+        if not 1 <= self.result_step <= self.steps:
+            errors.append(
+                f"`train.result_step` ({self.result_step}) must be within 1..train.steps ({self.steps})"
+            )
+        outside = [s for s in self.save_steps if not 1 <= s <= self.steps]
+        if outside:
+            errors.append(f"`train.save_steps` {outside} must be within 1..train.steps ({self.steps})")
+        if self.replicates < 1:
+            errors.append(f"`train.replicates` ({self.replicates}) must be at least 1")
+        if self.dpo_pairs_per_prompt < 1:
+            errors.append(f"`train.dpo_pairs_per_prompt` ({self.dpo_pairs_per_prompt}) must be at least 1")
+        if self.dpo_max_pairs < 0:
+            errors.append(f"`train.dpo_max_pairs` ({self.dpo_max_pairs}) must be 0 (no cap) or positive")
+        return errors
 
 
 @dataclass(frozen=True)
@@ -201,6 +228,10 @@ def _coerce(hint: Any, value: Any, key: str, source: str) -> Any:
         if text.startswith("tuple"):
             if isinstance(value, str) or not isinstance(value, list | tuple):
                 raise TypeError("expected a list")
+            if text.startswith("tuple[int"):
+                if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                    raise TypeError("expected a list of integers")
+                return tuple(value)
             return tuple(str(v) for v in value)
         if text.startswith("dict"):
             if not isinstance(value, dict):
@@ -335,6 +366,14 @@ def _validate(profile: Profile, source: str) -> None:
         raise ProfileError(f"{source}: `data.min_steps` exceeds `data.max_steps`")
     if tiny and profile.model.num_heads % profile.model.num_kv_heads:
         raise ProfileError(f"{source}: `model.num_heads` must be a multiple of `model.num_kv_heads`")
+    _validate_train(profile, source)
+
+
+def _validate_train(profile: Profile, source: str) -> None:
+    """The schedule's steps (result_step, save_steps), replicates and the DPO pair knobs."""
+    errors = profile.train.step_errors()
+    if errors:
+        raise ProfileError(f"{source}: " + "; ".join(errors))
 
 
 def profile_source(profile: Profile) -> dict[str, str] | None:

@@ -37,18 +37,31 @@ def build_completion(solution: str, tokenizer: Any = None) -> str:
     return " " + solution
 
 
-def tokenize_pair(tokenizer: Any, prompt: str, completion: str, max_length: int) -> dict[str, list[int]]:
-    """Token ids of prompt + completion + EOS, and a mask that is 1 on completion tokens.
+def tokenize_pair(tokenizer: Any, prompt: str, completion: str, max_length: int) -> dict[str, Any]:
+    """Token ids of prompt + completion + EOS, a mask that is 1 on completion tokens, and what was cut.
 
-    Prompt and completion are tokenised separately so the boundary is exact; the
-    prompt is cut from the left and the completion from the right if too long.
+    Prompt and completion are tokenised separately so the boundary is exact. The prompt
+    is never cut: a model must always see its question. When the pair is too long, the
+    completion is cut from the right (the row then has no EOS and `truncated` is True);
+    when the prompt alone leaves no room for one completion token, the row is `dropped`
+    (empty ids) and the caller leaves it out.
     """
+    if max_length < 2:
+        raise ValueError(
+            f"max_length must be at least 2 (a prompt token and a completion token), got {max_length}"
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         completion_ids = completion_ids + [tokenizer.eos_token_id]
-    budget = max(1, max_length - len(completion_ids))
-    prompt_ids = prompt_ids[-budget:]
-    input_ids = (prompt_ids + completion_ids)[:max_length]
-    completion_mask = ([0] * len(prompt_ids) + [1] * len(completion_ids))[:max_length]
-    return {"input_ids": input_ids, "completion_mask": completion_mask}
+    room = max_length - len(prompt_ids)
+    if room < 1:
+        return {"input_ids": [], "completion_mask": [], "truncated": False, "dropped": True}
+    truncated = len(completion_ids) > room
+    completion_ids = completion_ids[:room]
+    return {
+        "input_ids": prompt_ids + completion_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+        "truncated": truncated,
+        "dropped": False,
+    }

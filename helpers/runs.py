@@ -43,6 +43,29 @@ def run_table(adapters: dict[str, Path], deltas: dict[str, dict]) -> pd.DataFram
     return pd.DataFrame(rows).set_index("run")
 
 
+def data_table(adapters: dict[str, Path]) -> pd.DataFrame:
+    """One row per run: its rows kept, cut (completion truncated, no EOS) and dropped (prompt too long), and
+    the passes over its rows by the result step (rows seen / rows). Online GRPO samples its own data: empty.
+    """
+    rows = []
+    for name, folder in adapters.items():
+        meta = read_json(Path(folder) / "train_meta.json")
+        counts = meta.get("tokenization") or {}
+        rows.append(
+            {
+                "run": name,
+                "method": meta["method"],
+                "rows kept": counts.get("kept"),
+                "truncated": counts.get("truncated"),
+                "dropped": counts.get("dropped"),
+                "result step": meta.get("result_step", meta["steps"]),
+                "rows seen": meta.get("examples_seen"),
+                "passes": meta.get("epochs"),
+            }
+        )
+    return pd.DataFrame(rows).set_index("run")
+
+
 def norms_by_layer(deltas: dict[str, dict]) -> pd.DataFrame:
     """Frobenius norm of each module's update, long format: run, module, layer, projection, norm."""
     rows = []

@@ -7,8 +7,9 @@ also under `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 
 Every method loads the ONE shared LoRA initialisation (`make_lora_init`) and trains with
 the same tokenisation, optimiser (AdamW), schedule, batch, weight decay, clipping, step
 count and seed; only the loss and the learning rate (`profile.train.lr_for`) differ.
-The adapter lands in `out_dir` (PEFT format) with `training_log.json` and
-`train_meta.json`, all written to a temporary folder renamed at the end. An existing
+The adapter at `train.result_step` lands in `out_dir` (PEFT format) with `training_log.json`
+and `train_meta.json`, the adapters at `train.save_steps` in `out_dir/steps/` (see
+helpers.checkpoints), all written to a temporary folder renamed at the end. An existing
 `out_dir` is replaced only if it is empty or an adapter folder written here (it holds
 `train_meta.json` and `adapter_config.json`); anything else is refused, never deleted.
 If the loss diverges, the last finite weights go to `<out_dir>.last_good`, beside it.
@@ -43,6 +44,7 @@ from helpers.cache import (
     scratch_path,
     stable_hash,
 )
+from helpers.checkpoints import StepAdapters
 from helpers.cli import add_debug_flag, reports_errors
 from helpers.losses import BLOCKS, REFERENCE_COLUMNS, loss_hparams
 from helpers.method_data import METHOD_NAMES, build_method_dataset, load_rollouts
@@ -62,7 +64,7 @@ __all__ = ["CONTROLS", "TrainingDiverged", "make_lora_init", "train_method", "ma
 
 # Each control is a variant of one method.
 CONTROLS = {"sft_order": "sft", "sft_seed": "sft", "dpo_samelr": "dpo", "online_grpo": "grpo"}
-REF_LOGPS_VERSION = 1
+REF_LOGPS_VERSION = 2  # 2: rows whose prompt exceeds max_length are dropped, not cut
 # What makes a folder one of ours to replace: an adapter written by `_finish`.
 ADAPTER_MARKERS = ("train_meta.json", "adapter_config.json")
 
@@ -146,20 +148,50 @@ def _data_hash(ds: Dataset, columns: tuple[str, ...]) -> str:
     return digest.hexdigest()[:16]
 
 
+TOKENIZER_FILES = (
+    "tokenizer*",
+    "vocab*",
+    "merges*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template*",
+)
+
+
+def _tokenizer_fingerprint(tokenizer: Any, base_dir: str | os.PathLike) -> dict[str, Any]:
+    """What decides the token ids: the content of the tokenizer's files, its vocabulary and its chat template."""
+    path = Path(base_dir)
+    files = {}
+    if path.is_dir():
+        for pattern in TOKENIZER_FILES:
+            for file in sorted(path.glob(pattern)):
+                files[file.name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return {
+        "files": files,
+        "vocab": stable_hash(vocab),
+        "chat_template": stable_hash(getattr(tokenizer, "chat_template", None) or ""),
+        "special": [tokenizer.eos_token_id, tokenizer.pad_token_id],
+    }
+
+
 def _cached_reference_logps(
     profile: Profile,
     base_dir: str | os.PathLike,
     model: PeftModel,
+    tokenizer: Any,
     ds: Dataset,
     collator: MethodCollator,
     root: Path,
     method: str = "dpo",
 ) -> dict[str, list[float]]:
-    """Reference log-probs (DPO's, or those of REFERENCE_COLUMNS[method]), once per (base, data), cached."""
+    """Reference log-probs (DPO's, or those of REFERENCE_COLUMNS[method]), once per (base, tokenizer, data), cached."""
     names = REFERENCE_COLUMNS[method]
     inputs = {
         "v": REF_LOGPS_VERSION,
         "base": _fingerprint(base_dir),
+        "tokenizer": _tokenizer_fingerprint(tokenizer, base_dir),
         "data": _data_hash(ds, ("prompt", *BLOCKS[method])),
         "max_length": profile.model.max_length,
         "dtype": profile.model.dtype,
@@ -320,16 +352,21 @@ def train_method(
     state = PartialState()
     if control == "online_grpo":
         return _train_online_grpo(profile, base_dir, rollouts, out_dir, init_dir)
+    errors = profile.train.step_errors()
+    if errors:
+        raise TrainConfigError(f"profile {profile.name}: " + "; ".join(errors))
     ds = build_method_dataset(
         rollouts, method, profile.train, seed=profile.train.seed
     )  # errors before any load
     init_dir = _init_for(profile, base_dir, init_dir, control)
     tokenizer, model = _load(profile, base_dir, init_dir)
-    ds = tokenize_dataset(ds, tokenizer, method, profile.model.max_length)
+    ds, counts = tokenize_dataset(ds, tokenizer, method, profile.model.max_length, return_counts=True)
     collator = MethodCollator(tokenizer.pad_token_id, blocks=BLOCKS.get(method))
     if method in REFERENCE_COLUMNS:
         # cached next to the shared init (a stable folder), so DPO, dpo_samelr, ipo, dpo_norm share one pass
-        ref = _cached_reference_logps(profile, base_dir, model, ds, collator, init_dir.parent, method)
+        ref = _cached_reference_logps(
+            profile, base_dir, model, tokenizer, ds, collator, init_dir.parent, method
+        )
         for name, values in ref.items():
             ds = ds.add_column(name, values)
 
@@ -344,6 +381,14 @@ def train_method(
         hparams=loss_hparams(method, profile.train),
         last_good_dir=last_good_dir,
     )
+    kept = StepAdapters(
+        tmp,
+        profile.train.save_steps,
+        profile.train.result_step,
+        trainer.total_rows_seen,
+        state.is_main_process,
+    )
+    trainer.add_callback(kept)
     start = time.time()
     try:
         result = trainer.train()
@@ -353,7 +398,9 @@ def train_method(
         raise
     seconds = time.time() - start
     steps = trainer.state.global_step
-    seen = trainer.total_rows_seen()
+    unwrapped = trainer.accelerator.unwrap_model(trainer.model)
+    kept.restore_result(unwrapped, steps)  # the run folder holds the result_step adapter
+    seen = kept.rows_at[profile.train.result_step]
     meta = {
         "method": method,
         "control": control,
@@ -361,10 +408,14 @@ def train_method(
         "profile_file": profile_source(profile),
         "lr": lr,
         "steps": steps,
+        "result_step": profile.train.result_step,
+        "kept_steps": sorted(kept.rows_at),
         "seconds": seconds,
-        "examples_seen": seen,
+        "examples_seen": seen,  # by result_step
+        "examples_seen_total": trainer.total_rows_seen(),
         "rows": len(ds),
-        "epochs": seen / len(ds),
+        "epochs": seen / len(ds),  # passes over the method's data by result_step
+        "tokenization": counts | {"max_length": profile.model.max_length},
         "batch": profile.train.batch_size * profile.train.grad_accum * state.num_processes,
         "processes": state.num_processes,
         "seed": profile.train.seed,
@@ -376,9 +427,7 @@ def train_method(
         "rollouts": str(rollouts) if isinstance(rollouts, str | os.PathLike) else f"{len(ds)} in-memory rows",
     }
     if state.is_main_process:
-        _finish(
-            tmp, out_dir, trainer.accelerator.unwrap_model(trainer.model), trainer.state.log_history, meta
-        )
+        _finish(tmp, out_dir, unwrapped, trainer.state.log_history, meta)
     state.wait_for_everyone()
     return out_dir
 

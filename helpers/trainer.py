@@ -21,30 +21,70 @@ from transformers import Trainer
 from helpers import losses
 from helpers.cache import atomic_write_json, replace_folder, scratch_path
 from helpers.logps import token_logps
+from helpers.method_data import MethodDataError
 from helpers.prompting import tokenize_pair
 
 FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
 # A last_good folder holds an adapter and this record; train.check_out_dir recognises it by both.
 LAST_GOOD_MARKERS = ("last_good.json", "adapter_config.json")
+# Losses that are a token mean over their batch. With gradient accumulation the trainer divides their
+# token sums by the completion tokens of the whole accumulated batch (and of every process), as TRL's
+# SFTTrainer does through `num_items_in_batch`; the other losses (DPO: a mean over pairs) are averaged
+# over the micro-batches, as TRL's DPOTrainer does.
+TOKEN_MEAN = ("sft", "rft", "dft", "rift", "rift_paper", "grpo", "grpo_paper")
+
+
+def loss_tokens(method: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The completion tokens a token-mean loss averages over in one batch (RFT: correct rows only)."""
+    mask = batch["completion_mask"][:, 1:]
+    if method == "rft":
+        mask = mask * (batch["reward"] > 0).to(mask.dtype)[:, None]
+    return mask.sum()
 
 
 class TrainingDiverged(RuntimeError):
     """The loss, a gradient or the weights became NaN or infinite; the last finite adapter was kept."""
 
 
-def tokenize_dataset(ds: Dataset, tokenizer: Any, method: str, max_length: int) -> Dataset:
-    """Token ids and completion masks through helpers.prompting.tokenize_pair (the one prompt format)."""
+def tokenize_dataset(
+    ds: Dataset, tokenizer: Any, method: str, max_length: int, return_counts: bool = False
+) -> Dataset | tuple[Dataset, dict[str, int]]:
+    """Token ids and completion masks through helpers.prompting.tokenize_pair (the one prompt format).
+
+    Rows whose prompt leaves no room for a completion token are dropped (DPO: a pair is
+    dropped when either side is); with `return_counts`, also returns how many rows were
+    kept, how many of those had their completion cut (no EOS), and how many were dropped.
+    """
 
     def encode(row: dict) -> dict:
         if method in losses.BLOCKS:  # two blocks: <text>_input_ids / <text>_completion_mask for each
-            return {
-                f"{text}_{key}": value
+            sides = {
+                text: tokenize_pair(tokenizer, row["prompt"], row[text], max_length)
                 for text in losses.BLOCKS[method]
-                for key, value in tokenize_pair(tokenizer, row["prompt"], row[text], max_length).items()
             }
+            out = {
+                f"{text}_{key}": enc[key]
+                for text, enc in sides.items()
+                for key in ("input_ids", "completion_mask")
+            }
+            out["truncated"] = any(enc["truncated"] for enc in sides.values())
+            out["dropped"] = any(enc["dropped"] for enc in sides.values())
+            return out
         return tokenize_pair(tokenizer, row["prompt"], row["completion"], max_length)
 
-    return ds.map(encode, desc=f"Tokenising {method}")
+    encoded = ds.map(encode, desc=f"Tokenising {method}")
+    dropped = sum(encoded["dropped"])
+    if dropped:
+        encoded = encoded.filter(
+            lambda row: not row["dropped"], desc="Dropping prompts longer than max_length"
+        )
+    if len(encoded) == 0:
+        raise MethodDataError(
+            f"{method}: every prompt is at least model.max_length ({max_length}) tokens long, so no row is left "
+            "to train on; raise model.max_length"
+        )
+    counts = {"kept": len(encoded), "truncated": sum(encoded["truncated"]), "dropped": dropped}
+    return (encoded, counts) if return_counts else encoded
 
 
 class MethodCollator:
@@ -133,6 +173,17 @@ class MethodTrainer(Trainer):
         self.rows_seen = 0  # training rows (DPO: pairs) this process has computed a loss on
         self._good: dict[str, torch.Tensor] = {}  # trainable weights at the start of step _good_step + 1
         self._good_step = -1
+        # token-mean losses arrive normalised over the accumulated batch; the Trainer must not divide again
+        self.loss_is_scaled_for_ga = method in TOKEN_MEAN
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Completion tokens of the accumulated batch, over all processes (None for DPO's pair mean)."""
+        if self.method not in TOKEN_MEAN or not batch_samples:
+            return None
+        count = sum(loss_tokens(self.method, batch).to(device) for batch in batch_samples)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logps = token_logps(model, inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"])
@@ -140,6 +191,14 @@ class MethodTrainer(Trainer):
         columns = {name: inputs.get(name) for name in losses.LOSS_COLUMNS[self.method]}
         # looked up at call time so a test can swap a loss in the registry
         loss, metrics = losses.LOSSES[self.method](logps.float(), mask, **columns, **self.hparams)
+        if num_items_in_batch is not None and self.method in TOKEN_MEAN:
+            # sum / micro-batch tokens -> sum / accumulated tokens; DDP then averages over processes
+            # (clamped, so an accumulated batch without completion tokens gives a finite zero, as in TRL)
+            loss = loss * (
+                loss_tokens(self.method, inputs) / torch.as_tensor(num_items_in_batch).clamp(min=1)
+            )
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
         self.rows_seen += inputs["input_ids"].shape[0] // (2 if self.method in losses.BLOCKS else 1)
         for key, value in metrics.items():
             self._metrics[key].append(float(value))

@@ -340,7 +340,12 @@ def test_each_contrastive_method_trains(tmp_path, base, method: str) -> None:
     from helpers.train import train_method
 
     profile = load_profile("smoke")
-    profile = dataclasses.replace(profile, train=dataclasses.replace(profile.train, steps=2, log_every=1))
+    profile = dataclasses.replace(
+        profile,
+        train=dataclasses.replace(
+            profile.train, steps=2, result_step=2, save_steps=(), log_every=1, dpo_pairs_per_prompt=16
+        ),
+    )
     rollouts = make_rollouts(12, 4)  # 23 pairs, 48 rollouts: two full batches of 8
     out = train_method(profile, method, base, rollouts, tmp_path / method, tmp_path / "init")
     meta = json.loads((out / "train_meta.json").read_text())

@@ -60,24 +60,64 @@ def test_grpo_needs_a_mixed_group() -> None:
             build_method_dataset(group([1, 1]) + group([0, 0], pid=1), method)
 
 
-def test_dpo_pairs_every_correct_with_every_incorrect() -> None:
-    rollouts = make_rollouts(6, 4)  # groups with 0, 1, 2, 3, 4, 0 correct
-    ds = build_method_dataset(rollouts, "dpo", seed=1)
-    assert len(ds) == 1 * 3 + 2 * 2 + 3 * 1
+def unique_rollouts(n_prompts: int, k: int) -> list[dict]:
+    """make_rollouts, each completion made unique so a pair names its two rollouts."""
+    return [dict(r, completion=f"{r['completion']} [{i}]") for i, r in enumerate(make_rollouts(n_prompts, k))]
+
+
+def check_pairs(ds, rollouts) -> None:
+    """Every pair is (correct, incorrect) of one prompt, and no pair occurs twice."""
     by_completion = {r["completion"]: r for r in rollouts}
     for row in ds:
-        assert by_completion[row["chosen"]]["correct"] and not by_completion[row["rejected"]]["correct"]
-        assert (
-            by_completion[row["chosen"]]["prompt_id"]
-            == by_completion[row["rejected"]]["prompt_id"]
-            == row["prompt_id"]
-        )
-    again = build_method_dataset(rollouts, "dpo", seed=1)
-    other = build_method_dataset(rollouts, "dpo", seed=2)
-    assert again["chosen"] == ds["chosen"] and again["rejected"] == ds["rejected"]
+        chosen, rejected = by_completion[row["chosen"]], by_completion[row["rejected"]]
+        assert chosen["reward"] > 0 and rejected["reward"] <= 0
+        assert chosen["prompt_id"] == rejected["prompt_id"] == row["prompt_id"]
+        assert row["prompt"] == chosen["prompt"]
     pairs = list(zip(ds["chosen"], ds["rejected"], strict=True))
-    other_pairs = list(zip(other["chosen"], other["rejected"], strict=True))
-    assert other_pairs != pairs and sorted(other_pairs) == sorted(pairs)
+    assert len(set(pairs)) == len(pairs)
+
+
+def dpo_config(per_prompt: int, max_pairs: int = 0) -> TrainConfig:
+    return dataclasses.replace(TrainConfig(), dpo_pairs_per_prompt=per_prompt, dpo_max_pairs=max_pairs)
+
+
+def test_dpo_draws_pairs_per_prompt_group() -> None:
+    # groups with 0, 1, 2, 3, 4, 0 correct: 3 mixed ones, with 3, 4 and 3 (correct, incorrect) combinations
+    rollouts = unique_rollouts(6, 4)
+    ds = build_method_dataset(rollouts, "dpo", dpo_config(1), seed=1)
+    assert sorted(ds["prompt_id"]) == [1, 2, 3]  # one pair from each mixed group
+    check_pairs(ds, rollouts)
+    two = build_method_dataset(rollouts, "dpo", dpo_config(2), seed=1)
+    assert sorted(two["prompt_id"]) == [1, 1, 2, 2, 3, 3]
+    check_pairs(two, rollouts)
+    every = build_method_dataset(rollouts, "dpo", dpo_config(10), seed=1)  # more than any group has: all
+    assert len(every) == 1 * 3 + 2 * 2 + 3 * 1
+    check_pairs(every, rollouts)
+    assert build_method_dataset(rollouts, "dpo", seed=1)["prompt_id"] == ds["prompt_id"]  # default: one
+
+
+def test_dpo_pairs_are_seeded_and_deterministic() -> None:
+    rollouts = unique_rollouts(40, 4)
+    first = build_method_dataset(rollouts, "dpo", dpo_config(1), seed=1)
+    again = build_method_dataset(rollouts, "dpo", dpo_config(1), seed=1)
+    assert first.to_list() == again.to_list()
+    chosen = {seed: build_method_dataset(rollouts, "dpo", dpo_config(1), seed=seed) for seed in range(2, 6)}
+    pairs = {s: set(zip(ds["chosen"], ds["rejected"], strict=True)) for s, ds in chosen.items()}
+    assert len({frozenset(p) for p in pairs.values()}) > 1  # another seed draws other pairs
+
+
+def test_dpo_max_pairs_caps_the_pairs() -> None:
+    rollouts = unique_rollouts(40, 4)  # 24 mixed groups
+    uncapped = build_method_dataset(rollouts, "dpo", dpo_config(1), seed=3)
+    capped = build_method_dataset(rollouts, "dpo", dpo_config(1, max_pairs=5), seed=3)
+    assert len(uncapped) == 24 and len(capped) == 5
+    assert len(set(capped["prompt_id"])) == 5
+    check_pairs(capped, rollouts)
+    assert len(build_method_dataset(rollouts, "dpo", dpo_config(1, max_pairs=100), seed=3)) == 24
+    with pytest.raises(MethodDataError, match="max_pairs"):
+        build_method_dataset(rollouts, "dpo", dpo_config(1, max_pairs=-1))
+    with pytest.raises(MethodDataError, match="pairs per prompt"):
+        build_method_dataset(rollouts, "dpo", dpo_config(0))
 
 
 def test_dpo_without_pairs_fails() -> None:

@@ -75,7 +75,7 @@ def test_bad_values_are_rejected(tmp_path, edit, message):
 
 
 def test_custom_yaml_round_trips(tmp_path):
-    path = _edited(tmp_path, lambda r: r["train"].update(steps=7))
+    path = _edited(tmp_path, lambda r: r["train"].update(steps=7, result_step=7, save_steps=[3]))
     assert load_profile(path).train.steps == 7
     assert load_profile(path).to_dict()["train"]["steps"] == 7
 

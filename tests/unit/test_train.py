@@ -47,7 +47,10 @@ def rollouts() -> list[dict]:
 def smoke(steps: int = 2, **train_overrides):
     profile = load_profile("smoke")
     return dataclasses.replace(
-        profile, train=dataclasses.replace(profile.train, steps=steps, **train_overrides)
+        profile,
+        train=dataclasses.replace(
+            profile.train, steps=steps, result_step=steps, save_steps=(), **train_overrides
+        ),
     )
 
 
@@ -232,7 +235,16 @@ def test_paper_profile_code_path_on_cpu(tmp_path) -> None:
     profile = dataclasses.replace(
         paper,
         model=dataclasses.replace(paper.model, dtype="float32", max_length=48),
-        train=dataclasses.replace(paper.train, steps=1, batch_size=2, grad_accum=1, bf16=False, log_every=1),
+        train=dataclasses.replace(
+            paper.train,
+            steps=1,
+            result_step=1,
+            save_steps=(),
+            batch_size=2,
+            grad_accum=1,
+            bf16=False,
+            log_every=1,
+        ),
     )
     assert (profile.lora.r, profile.lora.alpha, profile.lora.targets) == (
         32,

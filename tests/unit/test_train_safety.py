@@ -38,7 +38,9 @@ def rollouts() -> list[dict]:
 
 def smoke(steps: int = 2):
     profile = load_profile("smoke")
-    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, steps=steps))
+    return dataclasses.replace(
+        profile, train=dataclasses.replace(profile.train, steps=steps, result_step=steps, save_steps=())
+    )
 
 
 def files_of(folder: Path) -> dict[str, str]:
@@ -75,7 +77,7 @@ def test_out_refuses_a_folder_the_program_did_not_write(tmp_path, base, rollouts
 
 def test_our_adapter_is_replaced_by_renames_and_survives_a_failed_swap(tmp_path, base, rollouts, monkeypatch):
     raw = yaml.safe_load((PROFILE_DIR / "smoke.yaml").read_text())
-    raw["train"]["steps"] = 1
+    raw["train"].update(steps=1, result_step=1, save_steps=[])
     profile_file = tmp_path / "mine.yaml"
     profile_file.write_text(yaml.safe_dump(raw))
     profile = load_profile(profile_file)
