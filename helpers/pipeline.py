@@ -284,6 +284,15 @@ def _lora_inputs(profile: Profile) -> dict[str, Any]:
     return {"base": _base_inputs(profile), "lora": profile.to_dict()["lora"]}
 
 
+def train_inputs(profile: Profile) -> dict[str, Any]:
+    """The training knobs one run depends on: not which other runs the profile lists, nor how many
+    replicates it makes, so adding a method or a replicate never retrains the others."""
+    train = profile.to_dict()["train"]
+    for key in ("methods", "controls", "replicates"):
+        train.pop(key)
+    return train
+
+
 def lora_init_dir(profile: Profile) -> Path:
     """The one shared LoRA initialisation of this profile's student (built on first use)."""
     return run_root(profile) / f"lora_init-{stable_hash(_lora_inputs(profile))}"
@@ -315,7 +324,7 @@ def adapter_stage(profile: Profile, name: str) -> Path:
         "v": STAGE_VERSIONS["adapter"],
         "rollouts": _rollout_inputs(profile),
         "lora": _lora_inputs(profile),
-        "train": profile.to_dict()["train"],
+        "train": train_inputs(profile),
         "name": name,
     }
 
