@@ -1,7 +1,5 @@
 """Loss along straight lines between adapters: endpoints equal PEFT's own adapters, weights restored."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -188,10 +186,54 @@ def test_answer_text_formats(setup):
 def test_barrier():
     ts = np.linspace(0.0, 1.0, 11)
     line = 2.0 + 3.0 * ts
+    # a straight line has no barrier; rounding in the chord is ~1e-15 of the losses (~5)
     assert barrier(ts, line) == pytest.approx(0.0, abs=1e-12)
-    assert barrier(ts, line + 0.7 * np.sin(np.pi * ts)) == pytest.approx(0.7)  # peak at t = 0.5
+    assert barrier(ts, line + 0.7 * np.sin(np.pi * ts)) == pytest.approx(0.7, abs=1e-12)  # peak at t = 0.5
     assert barrier(ts, line - 0.4 * np.sin(np.pi * ts)) == 0.0  # a dip is no barrier
-    assert barrier([0.0, 0.5, 1.0], [1.0, 4.0, 3.0]) == pytest.approx(2.0)  # 4 - (1 + 3) / 2
+    assert barrier([0.0, 0.5, 1.0], [1.0, 4.0, 3.0]) == pytest.approx(2.0, abs=1e-12)  # 4 - (1 + 3) / 2
     with pytest.raises(ConnectivityError):
         barrier([0.0], [1.0])
-    assert not math.isnan(barrier([0.2, 0.6], [1.0, 1.0]))
+    # a flat line, on ts that do not start at 0: the chord is the line itself, exactly
+    assert barrier([0.2, 0.6], [1.0, 1.0]) == 0.0
+    assert barrier([0.2, 0.6], [1.0, 1.0], kind="endpoint_mean") == 0.0
+
+
+def tent(ts, centre, width):
+    """1 at `centre`, falling linearly to 0 at `centre` +- `width`, 0 beyond (so the endpoints stay put)."""
+    return np.clip(1.0 - np.abs(ts - centre) / width, 0.0, None)
+
+
+def test_barrier_off_centre_bump_and_offset_ts():
+    # the bump peaks at t = 0.2 (a grid point) on ts from 0.1 to 0.9: the chord there is 1 + 2 * 0.2
+    ts = np.round(np.linspace(0.1, 0.9, 17), 12)
+    chord = 1.0 + 2.0 * ts
+    losses = chord + 2.0 * tent(ts, 0.2, 0.1)
+    assert barrier(ts, losses) == pytest.approx(2.0, abs=1e-12)
+    # Frankle et al.: the largest loss (1.4 + 2.0 at t = 0.2) minus the mean of the endpoint losses (1.2, 2.8)
+    assert barrier(ts, losses, kind="endpoint_mean") == pytest.approx(3.4 - 2.0, abs=1e-12)
+    # a straight line on offset ts: no barrier (a chord through t = 0 instead of t[0] would see one)
+    assert barrier(ts, chord) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_barrier_sorts_by_t():
+    ts = np.round(np.linspace(0.0, 1.0, 11), 12)
+    losses = 2.0 + 3.0 * ts + 0.5 * tent(ts, 0.7, 0.2)
+    order = np.random.default_rng(0).permutation(len(ts))
+    assert order[0] != 0 and order[-1] != len(ts) - 1  # the endpoints are not first and last
+    for kind in ("chord", "endpoint_mean"):
+        want = barrier(ts, losses, kind=kind)
+        assert barrier(ts[order], losses[order], kind=kind) == pytest.approx(want, abs=1e-12)
+        assert barrier(list(ts[::-1]), list(losses[::-1]), kind=kind) == pytest.approx(want, abs=1e-12)
+    assert barrier(ts[order], losses[order]) == pytest.approx(0.5, abs=1e-12)
+    with pytest.raises(ConnectivityError, match="distinct"):
+        barrier([0.0, 0.5, 0.5, 1.0], [1.0, 2.0, 3.0, 1.0])
+
+
+def test_barrier_kinds_on_the_study_rift_to_dpo_values():
+    # STUDY.md: answer CE 3.82 (RIFT, t = 0), 7.06 (t = 0.5), 8.64 (DPO, t = 1)
+    ts, losses = [0.0, 0.5, 1.0], [3.82, 7.06, 8.64]
+    assert barrier(ts, losses) == pytest.approx(0.83, abs=1e-12)  # 7.06 - (3.82 + 8.64) / 2
+    assert barrier(ts, losses, kind="chord") == barrier(ts, losses)
+    assert barrier(ts, losses, kind="endpoint_mean") == pytest.approx(2.41, abs=1e-12)  # 8.64 - 6.23
+    with pytest.raises(ValueError, match="kind must be one of chord, endpoint_mean"):
+        barrier(ts, losses, kind="frankle")
