@@ -315,7 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="wsg-mutants-") as tmp:
         root = Path(tmp) / "repo"
         copy_repo(root)
-        for tests in dict.fromkeys(m.tests for m in chosen):  # the unmutated code must pass first
+        # the unmutated code must pass first: plain test files in one run, each -k selection on its own
+        plain = tuple(
+            dict.fromkeys(t for m in chosen if not any(a.startswith("-") for a in m.tests) for t in m.tests)
+        )
+        selections = [m.tests for m in chosen if any(a.startswith("-") for a in m.tests)]
+        for tests in dict.fromkeys([plain, *selections] if plain else selections):
             code, output, seconds = run_pytest(root, tests)
             print(
                 f"baseline {' '.join(tests)}: {'pass' if code == 0 else 'FAIL'} ({seconds:.0f} s)", flush=True
