@@ -224,22 +224,31 @@ def ray_losses(
     return _curve(model, tokenizer, problems, ts, batch_size, max_length, lambda t: [(deltas, t)], "ray")
 
 
+BARRIER_KINDS = ("chord", "endpoint_mean")
+
+
 def barrier(ts: Sequence[float], losses: Sequence[float], kind: str = "chord") -> float:
-    """Barrier of a loss curve: "chord" = largest rise above the straight line between the
-    endpoint losses (Entezari et al.), "endpoint_mean" = largest loss minus the endpoints' mean
-    (Frankle et al.). MINIMAL STAND-IN in the geometry branch; the tests8 branch owns this function."""
-    if kind not in ("chord", "endpoint_mean"):
-        raise ConnectivityError(f"barrier: kind must be 'chord' or 'endpoint_mean', got {kind!r}")
+    """Loss barrier of a curve sampled at `ts` (sorted by t here, so any order is fine).
+
+    kind="chord" (Entezari et al. 2022): the largest rise above the straight line between
+    the endpoint losses, 0 if the curve never rises above it. kind="endpoint_mean"
+    (Frankle et al. 2020): the largest loss on the path minus the mean of the endpoint
+    losses. The endpoints are the smallest and largest t; every t must be distinct.
+    """
+    if kind not in BARRIER_KINDS:
+        raise ConnectivityError(f"barrier: kind must be one of {', '.join(BARRIER_KINDS)}, got {kind!r}")
     t, y = np.asarray(ts, dtype=np.float64), np.asarray(losses, dtype=np.float64)
     if t.shape != y.shape or t.ndim != 1 or t.size < 2:
         raise ConnectivityError(
             f"barrier: need matching 1-d ts and losses of length >= 2, got {t.shape} and {y.shape}"
         )
+    if not np.all(np.isfinite(t)):
+        raise ConnectivityError(f"barrier: ts must be finite, got {t.tolist()}")
     order = np.argsort(t, kind="stable")
     t, y = t[order], y[order]
-    if t[-1] == t[0]:
-        raise ConnectivityError("barrier: the first and last t are equal")
+    if np.any(np.diff(t) == 0):
+        raise ConnectivityError(f"barrier: ts must be distinct, got {sorted(t.tolist())}")
     if kind == "endpoint_mean":
-        return float(max(np.max(y) - (y[0] + y[-1]) / 2, 0.0))
+        return float(np.max(y) - (y[0] + y[-1]) / 2)
     line = y[0] + (t - t[0]) / (t[-1] - t[0]) * (y[-1] - y[0])
     return float(max(np.max(y - line), 0.0))

@@ -15,14 +15,16 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["WSG_RUNS"] = tempfile.mkdtemp(prefix="wsg-test-runs-")
 # One intra-op thread: on two shared cores, OpenMP threads spinning against each other make
 # the tiny models' small matrix products up to 100x slower. Kernels and launched processes
-# inherit the variable.
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+# inherit the variable. WSG_TEST_THREADS=2 runs the suite with two threads, to check that
+# no numeric tolerance depends on one reduction order.
+THREADS = int(os.environ.get("WSG_TEST_THREADS", "1"))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+os.environ["MKL_NUM_THREADS"] = str(THREADS)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+torch.set_num_threads(THREADS)
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE_BUILD = REPO / "_build" / "test-book"

@@ -86,20 +86,38 @@ def test_training_moves_lora_weights_only(tmp_path, base, rollouts) -> None:
     assert not list(tmp_path.glob(".sft.tmp*"))  # the temporary folder was renamed away
 
 
-def test_every_method_starts_from_the_same_init(tmp_path, base) -> None:
+def test_every_method_starts_from_the_same_init(tmp_path, base, rollouts, monkeypatch) -> None:
     profile = smoke()
-    first = make_lora_init(profile, base, tmp_path / "a", seed=42)
-    again = make_lora_init(profile, base, tmp_path / "b", seed=42)
-    other = make_lora_init(profile, base, tmp_path / "c", seed=43)
+    seed = profile.lora.init_seed
+    first = make_lora_init(profile, base, tmp_path / "a", seed=seed)
+    again = make_lora_init(profile, base, tmp_path / "b", seed=seed)
+    other = make_lora_init(profile, base, tmp_path / "c", seed=seed + 1)
     a, b, c = adapter(first), adapter(again), adapter(other)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a if "lora_A" in k)
-    for method in ("sft", "dpo", "grpo"):  # what train_method loads is the saved init, bit for bit
-        _, model = train._load(profile, base, first)
-        state = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
-        assert all(torch.equal(state[k], a[k]) for k in a), method
     with pytest.raises(TrainConfigError, match="holds a LoRA init"):
         make_lora_init(profile, base, tmp_path / "a", seed=7)
+
+    # What each method's trainer starts from is the saved init, bit for bit (DPO after its
+    # reference pass, too): record the LoRA weights as training begins, then stop.
+    class Started(Exception):
+        pass
+
+    started = {}
+
+    def record(self, *args, **kwargs):
+        state = self.accelerator.unwrap_model(self.model).state_dict()
+        started[self.method] = {
+            k.replace(".default", ""): v.clone() for k, v in state.items() if "lora_" in k
+        }
+        raise Started
+
+    monkeypatch.setattr(train.MethodTrainer, "train", record)
+    for method in ("sft", "dpo", "grpo"):
+        with pytest.raises(Started):
+            train_method(profile, method, base, rollouts, tmp_path / method, first)
+        assert set(started[method]) == set(a), method
+        assert all(torch.equal(started[method][k], a[k]) for k in a), method
 
 
 def test_saved_adapter_reloads_with_the_same_logits(tmp_path, base, rollouts, monkeypatch) -> None:
@@ -201,6 +219,12 @@ def test_online_grpo_control(tmp_path, base, rollouts) -> None:
     assert set(adapter(out)) == set(adapter(tmp_path / "init"))
 
 
+def first_traceback(text: str, limit: int = 3000) -> str:
+    """The first Python traceback in a launcher's output (the rank that failed first), else the tail."""
+    start = text.find("Traceback (most recent call last)")
+    return text[start : start + limit] if start >= 0 else text[-limit:]
+
+
 @pytest.mark.slow
 def test_two_process_cpu_launch(tmp_path, base, rollouts) -> None:
     # `accelerate launch --cpu --num_processes 2` runs ONE process (accelerate's simple launcher needs mpirun
@@ -208,21 +232,16 @@ def test_two_process_cpu_launch(tmp_path, base, rollouts) -> None:
     data = tmp_path / "rollouts.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rollouts))
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    cmd += [
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29533",
-    ]
+    # Port 0: accelerate picks a free port when it launches. A fixed port is shared by every test
+    # session on the machine; two sessions launching at once both find it free, and one's ranks
+    # can join the other's rendezvous store, then lose it ("Connection closed by peer").
+    cmd += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    cmd += ["--main_process_port", "0"]
     cmd += ["-m", "helpers.train", "--profile", "smoke", "--method", "dpo", "--base", str(base)]
     cmd += ["--rollouts", str(data), "--out", str(tmp_path / "out"), "--init", str(tmp_path / "init")]
     env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", HF_HUB_OFFLINE="1")
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, first_traceback(done.stderr) + "\n...\n" + done.stderr[-2000:]
     meta = json.loads((tmp_path / "out" / "train_meta.json").read_text())
     assert meta["processes"] == 2 and meta["steps"] == 4
     assert any(torch.count_nonzero(v) > 0 for k, v in adapter(tmp_path / "out").items() if "lora_B" in k)
