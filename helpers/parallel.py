@@ -56,6 +56,12 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
+def _executor(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """`workers` spawned single-thread processes (spawned: no fork of a process holding torch's threads)."""
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread)
+
+
 def _train_one(profile: Profile, name: str) -> dict[str, Any]:
     """Worker job: build one adapter stage; its folder and the job's wall and CPU seconds."""
     from .pipeline import adapter_stage, configure_environment
@@ -110,10 +116,7 @@ def _run(missing: list[tuple[Profile, str, str]], workers: int) -> None:
             bar.update()
         bar.close()
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch's threads
-    with concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_single_thread
-    ) as pool:
+    with _executor(workers) as pool:
         futures = {pool.submit(_train_one, p, n): label for p, n, label in missing}
         try:
             for future in concurrent.futures.as_completed(futures):

@@ -121,7 +121,9 @@ def spread_frame(frames: Sequence[Any], fmt: str = "{:.3g}", listed: Sequence[st
             values = [f.at[row, column] if row in f.index and column in f.columns else None for f in frames]
             values = [None if _missing(v) else v for v in values]
             cells[column][row] = _cell(values, fmt, column in listed)
-    return pd.DataFrame(cells, index=pd.Index(index, name=frames[0].index.name), columns=columns)
+    names = frames[0].index.names
+    rows = pd.MultiIndex.from_tuples(index, names=names) if len(names) > 1 else pd.Index(index, name=names[0])
+    return pd.DataFrame(cells, index=rows, columns=columns)
 
 
 def _missing(value: Any) -> bool:

@@ -46,5 +46,7 @@ def test_spread_text_and_frame():
     assert table.loc["sft", "loss"] == "2 (1 to 3)" and table.loc["sft", "lr"] == "0.1"
     assert table.loc["dpo", "loss"] == "2 [1 of 2]"  # measured in one replicate only, and says so
     assert table.loc["sft", "method"] == "sft"
+    two = spread_frame([first.set_index(["method", "seed"]), second.set_index(["method", "seed"])])
+    assert list(two.index.names) == ["method", "seed"] and two.loc[("sft", 1042), "loss"] == "3 [1 of 2]"
     listed = spread_frame([first, second], listed=["seed"])
     assert listed.loc[0, "seed"] == "42 / 1042" and not math.isnan(float(listed.loc[0, "loss"].split()[0]))
