@@ -1,6 +1,6 @@
 """The study's claims (i)-(iv) as criteria: named thresholds, and one function per claim.
 
-Each claim function reads our numbers through `_Reader` (which remembers what is missing)
+Each claim function reads our numbers through `_Reader` (helpers.claim_reader: it remembers what is missing)
 and returns its record with the checks it ran; helpers.findings evaluates them all and
 documents the keys of `ours`. Where the study's claim is about colinearity or barriers, the
 criterion is relative to the noise floor the controls measure (an SFT rerun with another
@@ -9,15 +9,21 @@ data order, one from another LoRA seed), not to a fixed number.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
+from .claim_reader import (  # noqa: F401  (BARRIER_KINDS, CONTROL_PATHS, late_count: re-exported)
+    BARRIER_KINDS,
+    CONTROL_PATHS,
+    LATE_LAYER_SHARE,
+    _finite,
+    _late_mean,
+    _Reader,
+    late_count,
+    suffix,
+)
 from .study import format_entry
-from .subspaces import READINGS
 
 HOLDS, FAILS, NOT_MEASURED = "holds", "does not hold", "not measured"
-BARRIER_KINDS = ("chord", "endpoint_mean")
 
 # "Two cosines differ" only beyond 0.02: the spread of the study's own near-identical
 # cluster (0.967-0.977) is about that size.
@@ -36,8 +42,6 @@ LARGE_ORTHOGONAL = 0.5
 # The orthogonal fraction must exceed that of an SFT rerun (other data order) by this
 # much, so that it is not just the rotation noise of training gives any update.
 ORTHOGONAL_MARGIN = 0.1
-# Share of the last layers that count as "late": the study's last five of 36 blocks.
-LATE_LAYER_SHARE = 5 / 36
 # "A barrier" = a rise above the largest barrier between SFT and its own reruns (other data
 # order, other seed: same loss, so any barrier there is harmless) by more than 0.05 nats/token,
 # which is below the spread of the answer CE between methods of one basin (the study's
@@ -45,7 +49,6 @@ LATE_LAYER_SHARE = 5 / 36
 BARRIER_MARGIN = 0.05
 # Only when no control path was measured: an absolute "no barrier" (the margin above zero).
 NO_BARRIER = BARRIER_MARGIN
-CONTROL_PATHS = ("sft-sft_order", "sft-sft_seed")
 # "Near-orthogonal" updates: |cosine| at most 0.2 (beyond 78 deg); the study's DPO is at 0.06.
 NEAR_ORTHOGONAL_COSINE = 0.2
 # DPO "lowers" late-layer CKA: its pairs at least 0.1 below the mean of the other pairs
@@ -62,71 +65,6 @@ CLAIMS = {
 CLUSTER = ("sft", "rft", "rift")
 REWARD_WEIGHTED = ("rft", "rift", "grpo")
 CONTROLS = ("sft_order", "sft_seed", "dpo_samelr", "online_grpo")
-
-
-def suffix(reading: str = "span", barrier_kind: str = "chord") -> tuple[str, str]:
-    """Key suffixes of a reading of the orthogonal fraction and a barrier kind ("" for the defaults)."""
-    if reading not in READINGS:
-        raise ValueError(f"reading must be one of {', '.join(READINGS)}, got {reading!r}")
-    if barrier_kind not in BARRIER_KINDS:
-        raise ValueError(f"barrier_kind must be one of {', '.join(BARRIER_KINDS)}, got {barrier_kind!r}")
-    return ("" if reading == "span" else f"_{reading}"), (
-        "" if barrier_kind == "chord" else f"_{barrier_kind}"
-    )
-
-
-class _Reader:
-    """Reads numbers out of `ours`, remembering every key it could not find."""
-
-    def __init__(self, ours: Mapping[str, Any], reading: str = "span", barrier_kind: str = "chord"):
-        self.ours = ours
-        self.missing: list[str] = []
-        self.reading, self.barrier_kind = reading, barrier_kind
-        self.orth, self.barrier_key = suffix(reading, barrier_kind)
-        self.barrier_key = f"barrier{self.barrier_key}"
-
-    def pair(self, section: str, table: str, a: str, b: str, ordered: bool = False, required: bool = True):
-        values = (self.ours.get(section) or {}).get(table) or {}
-        keys = [f"{a}-{b}"] if ordered else [f"{a}-{b}", f"{b}-{a}"]
-        value = next((values[k] for k in keys if k in values), None)
-        if isinstance(value, list):
-            ok = bool(value) and all(_finite(v) for v in value)
-            value = [float(v) for v in value] if ok else None
-        elif not _finite(value):
-            value = None
-        if value is None and required:
-            self.missing.append(f"{section}.{table}[{keys[0]}]")
-        return value
-
-    def table(self, section: str, table: str) -> Mapping[str, Any]:
-        return (self.ours.get(section) or {}).get(table) or {}
-
-    def control_barrier(self) -> tuple[float | None, str | None]:
-        """The largest barrier between SFT and its reruns, and its path (None if none was measured)."""
-        found = {
-            p: self.pair("connectivity", self.barrier_key, *p.split("-"), required=False)
-            for p in CONTROL_PATHS
-        }
-        found = {p: v for p, v in found.items() if v is not None}
-        if not found:
-            return None, None
-        path = max(found, key=found.get)
-        return found[path], path
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def late_count(layers: int) -> int:
-    """How many of `layers` count as late: the study's share 5/36, at least one."""
-    return max(1, round(layers * LATE_LAYER_SHARE))
-
-
-def _late_mean(per_layer: list[float]) -> float:
-    """Mean over the last LATE_LAYER_SHARE of the layers (at least one)."""
-    n = late_count(len(per_layer))
-    return sum(per_layer[-n:]) / n
 
 
 def _result(claim_id, criterion, ours, study, study_keys, checks, reader, notes) -> dict[str, Any]:
@@ -153,14 +91,22 @@ def _result(claim_id, criterion, ours, study, study_keys, checks, reader, notes)
 
 
 def _check(
-    test: str, value: Any, ok: bool, threshold: float | None = None, above: bool = True
+    name: str,
+    test: str,
+    value: Any,
+    ok: bool,
+    threshold: float | None = None,
+    above: bool = True,
+    measure: float | None = None,
 ) -> dict[str, Any]:
-    """One criterion; with a threshold, also its `margin`: how far the value clears it on the
-    passing side (`above` it, or below it), negative when it misses."""
-    out = {"test": test, "value": value, "ok": bool(ok)}
-    if threshold is not None and _finite(value):
+    """One criterion, `name`d the same in every replicate; with a threshold, also its `margin`: how
+    far the value (or `measure`, when the value is a record) clears it on the passing side (`above`
+    it, or below it), negative when it misses."""
+    out = {"name": name, "test": test, "value": value, "ok": bool(ok)}
+    compared = value if measure is None else measure
+    if threshold is not None and _finite(compared) and _finite(threshold):
         out["threshold"] = threshold
-        out["margin"] = (value - threshold) if above else (threshold - value)
+        out["margin"] = (compared - threshold) if above else (threshold - compared)
     return out
 
 
@@ -187,8 +133,15 @@ def claim_i(r: _Reader, study) -> dict[str, Any]:
         min_cos = min(ours[f"cosine {a}-{b}"] for a, b in pairs)
         min_p = min(ours[f"mcnemar p {a}-{b}"] for a, b in pairs)
         checks = [
-            _check(f"min cosine within SFT/RFT/RIFT >= {against}", min_cos, min_cos >= threshold, threshold),
             _check(
+                "colinear",
+                f"min cosine within SFT/RFT/RIFT >= {against}",
+                min_cos,
+                min_cos >= threshold,
+                threshold,
+            ),
+            _check(
+                "same accuracy",
                 f"min McNemar p within SFT/RFT/RIFT >= {MCNEMAR_ALPHA}",
                 min_p,
                 min_p >= MCNEMAR_ALPHA,
@@ -237,18 +190,25 @@ def claim_ii(r: _Reader, study) -> dict[str, Any]:
         dft = ours["cosine dft-sft"]
         checks.append(
             _check(
+                "dft furthest (cosine)",
                 f"cosine dft-sft < min over RFT/RIFT/GRPO of cosine to SFT - {MIN_COSINE_GAP}",
                 {"dft": dft, "min reward-weighted": closest},
                 dft < closest - MIN_COSINE_GAP,
+                closest - MIN_COSINE_GAP,
+                above=False,
+                measure=dft,
             )
         )
         if all(v is not None for v in angles.values()):
             widest = max(angles[m] for m in REWARD_WEIGHTED)
             checks.append(
                 _check(
+                    "dft furthest (angle)",
                     "median smallest angle dft-sft > that of every reward-weighted method",
                     {"dft": angles["dft"], "max reward-weighted": widest},
                     angles["dft"] > widest,
+                    widest,
+                    measure=angles["dft"],
                 )
             )
     criterion = (
@@ -295,14 +255,33 @@ def claim_iii(r: _Reader, study) -> dict[str, Any]:
     if not r.missing:
         checks = [
             _check(
-                f"orthogonal fraction >= {LARGE_ORTHOGONAL}", frac, frac >= LARGE_ORTHOGONAL, LARGE_ORTHOGONAL
+                "large orthogonal",
+                f"orthogonal fraction >= {LARGE_ORTHOGONAL}",
+                frac,
+                frac >= LARGE_ORTHOGONAL,
+                LARGE_ORTHOGONAL,
             ),
-            _check("late-layer orthogonal fraction > global", {"late": late, "global": frac}, late > frac),
-            _check(f"barrier sft-grpo <= {against}", barrier, barrier <= threshold, threshold, above=False),
+            _check(
+                "more in late layers",
+                "late-layer orthogonal fraction > global",
+                {"late": late, "global": frac},
+                late > frac,
+                frac,
+                measure=late,
+            ),
+            _check(
+                "no barrier",
+                f"barrier sft-grpo <= {against}",
+                barrier,
+                barrier <= threshold,
+                threshold,
+                above=False,
+            ),
         ]
         if noise is not None:
             checks.append(
                 _check(
+                    "above the noise floor",
                     f"orthogonal fraction > SFT rerun's + {ORTHOGONAL_MARGIN}",
                     frac,
                     frac > noise + ORTHOGONAL_MARGIN,
@@ -357,14 +336,16 @@ def claim_iv(r: _Reader, study) -> dict[str, Any]:
         ref = ours["last-layer CKA, mean of non-DPO pairs"]
         checks = [
             _check(
+                "near-orthogonal",
                 f"max |cosine| of DPO to SFT/RFT/RIFT <= {NEAR_ORTHOGONAL_COSINE}",
                 worst,
                 worst <= NEAR_ORTHOGONAL_COSINE,
                 NEAR_ORTHOGONAL_COSINE,
                 above=False,
             ),
-            _check(f"barrier {barrier_pair} > {against}", barrier, barrier > threshold, threshold),
+            _check("barrier", f"barrier {barrier_pair} > {against}", barrier, barrier > threshold, threshold),
             _check(
+                "lower late-layer CKA",
                 f"mean CKA of GRPO-DPO, DFT-DPO <= mean of non-DPO pairs - {CKA_DROP}",
                 dpo_mean,
                 dpo_mean <= ref - CKA_DROP,

@@ -89,9 +89,13 @@ def representations(
     prompts: Sequence[str],
     batch_size: int = 16,
     pool: str = "mean",
+    base: list[np.ndarray] | None = None,
 ) -> dict[str, list[np.ndarray]]:
-    """Pooled hidden states per layer of the base model and of base + dW for every run."""
-    states = {"base": hidden_states(model, tokenizer, prompts, batch_size, pool)}
+    """Pooled hidden states per layer of the base model (`base`, if already computed) and of
+    base + dW for every run."""
+    states = {
+        "base": base if base is not None else hidden_states(model, tokenizer, prompts, batch_size, pool)
+    }
     for name, d in tqdm(deltas.items(), desc="hidden states"):
         with merged(model, [(d, 1.0)]):
             states[name] = hidden_states(model, tokenizer, prompts, batch_size, pool)
@@ -106,3 +110,58 @@ def cka_report(states: Mapping[str, list[np.ndarray]], pairs: Sequence[str]) -> 
         out["linear"][pair] = cka_by_layer(states[a], states[b])
         out["debiased"][pair] = cka_by_layer(states[a], states[b], debiased=True)
     return out
+
+
+def connectivity_reports(
+    model: Any,
+    tokenizer: Any,
+    runs: Sequence[Mapping[str, Any]],
+    pairs: Sequence[str],
+    problems: Sequence[Mapping[str, Any]],
+    points: int,
+    batch_size: int = 16,
+    max_length: int = 256,
+) -> list[dict[str, Any]]:
+    """`connectivity_report` within each replicate ({run: adapter folder} per replicate): the
+    paths of `pairs` whose runs the replicate trained, and its rays. One replicate's updates
+    are loaded at a time."""
+    from .runs import load_all_deltas
+
+    reports = []
+    for replicate in runs:
+        deltas = load_all_deltas(replicate)
+        present = present_pairs(pairs, list(replicate))
+        reports.append(
+            connectivity_report(model, tokenizer, deltas, present, problems, points, batch_size, max_length)
+        )
+    return reports
+
+
+def cka_pairs(names: Sequence[str], ref: str = "sft", extra: Sequence[str] = ()) -> list[str]:
+    """The model pairs chapter 05 compares: the base to every run, `ref` to every other run, and
+    the `extra` pairs whose runs exist."""
+    pairs = [f"base-{n}" for n in names] + [f"{ref}-{n}" for n in names if n != ref]
+    return pairs + present_pairs(extra, names)
+
+
+def cka_reports(
+    model: Any,
+    tokenizer: Any,
+    runs: Sequence[Mapping[str, Any]],
+    prompts: Sequence[str],
+    batch_size: int = 16,
+    pool: str = "mean",
+    extra: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """`cka_report` within each replicate on the pairs of `cka_pairs`; the base model's hidden
+    states are computed once and shared (they do not depend on the replicate)."""
+    from .runs import load_all_deltas
+
+    base = hidden_states(model, tokenizer, prompts, batch_size, pool)
+    reports = []
+    for replicate in runs:
+        states = representations(
+            model, tokenizer, load_all_deltas(replicate), prompts, batch_size, pool, base
+        )
+        reports.append(cka_report(states, cka_pairs(list(replicate), extra=extra)))
+    return reports

@@ -177,6 +177,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def verdict_text(record: Mapping[str, Any]) -> str:
+    """A verdict, and for one combined over replicates in how many it held:
+    "holds (holds in 3 of 3)", "inconclusive (holds in 2 of 3)"."""
+    if "verdicts" not in record or record["verdict"] == NOT_MEASURED:
+        return record["verdict"]
+    held = sum(v == HOLDS for v in record["verdicts"])
+    return f"{record['verdict']} (holds in {held} of {len(record['verdicts'])})"
+
+
 def findings_table(claims_or_ours: Any, study: Mapping[str, Any] | None = None):
     """The claims as a pandas DataFrame (claim, criterion, ours, study, verdict) for the book.
 
@@ -198,7 +207,7 @@ def findings_table(claims_or_ours: Any, study: Mapping[str, Any] | None = None):
                 "criterion": c["criterion"],
                 "ours": ours,
                 "study": "; ".join(f"{k} = {v}" for k, v in c["study_text"].items()),
-                "verdict": c["verdict"],
+                "verdict": verdict_text(c),
             }
         )
     return pd.DataFrame(rows, columns=["claim", "criterion", "ours", "study", "verdict"])

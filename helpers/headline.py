@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .claims import CLUSTER, LATE_LAYER_SHARE, late_count
+from .spread import spread_text, summarise
 from .study import format_entry, load_study
 
 Value = float | list[float] | None
@@ -237,6 +238,34 @@ def headline_table(results: Mapping[str, Any], study: Mapping[str, Any] | None =
     return pd.DataFrame(rows).set_index("key")
 
 
+def headline_over_replicates(results: Sequence[Mapping[str, Any]], study: Mapping[str, Any] | None = None):
+    """headline_table of each replicate's results (helpers.replicates.replicate_results): `ours` as
+    the mean over replicates with the range, `ours_values` every replicate's value."""
+    study = study or load_study()
+    tables = [headline_table(r, study) for r in results]
+    out = tables[0][["quantity", "study"]].copy()
+    values = [[t.at[key, "ours_value"] for t in tables] for key in out.index]
+    out["ours"] = [_fmt_over(v) for v in values]
+    out["ours_values"] = values
+    return out
+
+
+def _fmt_over(values: Sequence[Value]) -> str:
+    """A number over replicates as "mean (min to max)"; a range [low, high] as the mean range,
+    and the replicates' widest range after it; "not measured" where no replicate measured it."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "not measured"
+    if not isinstance(present[0], list):
+        return spread_text(summarise(values))
+    ends = [summarise([None if v is None else v[i] for v in values]) for i in range(len(present[0]))]
+    text = _fmt([e["mean"] for e in ends])
+    low, high = ends[0]["min"], ends[-1]["max"]
+    if len(present) > 1 and (low, high) != (ends[0]["mean"], ends[-1]["mean"]):
+        text += f" (replicates: {low:.3g} to {high:.3g})"
+    return text if len(present) == len(values) else f"{text} [{len(present)} of {len(values)}]"
+
+
 STUDY_FORMS = {"rift_paper": "rift", "grpo_paper": "grpo"}
 
 
@@ -327,12 +356,14 @@ def checks_markdown(claims: Sequence[Mapping[str, Any]], label: str) -> str:
 def findings_record(
     claims_by_form: Mapping[str, Sequence[Mapping[str, Any]]], headline, **extra: Any
 ) -> dict[str, Any]:
-    """What 07_findings writes: claims with their checks and verdicts per form, the headline
-    table, and any `extra` records (definitions, reading match, chance) as given."""
-    keep = ("id", "claim", "criterion", "verdict", "reading", "barrier_kind", "missing", "checks")
+    """What 07_findings writes: claims with their checks and verdicts per form (and, for claims
+    combined over replicates, each replicate's verdict), the headline table, and any `extra`
+    records (definitions, reading match, chance, replicates) as given."""
+    keep = ("id", "claim", "criterion", "verdict", "verdicts", "reading", "barrier_kind", "missing", "checks")
+    dropped = [c for c in ("quantity", "ours_value") if c in headline.columns]
     return {
         "claims": {form: [{k: c.get(k) for k in keep} for c in cs] for form, cs in claims_by_form.items()},
         "verdicts": {form: {c["id"]: c["verdict"] for c in cs} for form, cs in claims_by_form.items()},
-        "headline": headline.drop(columns=["quantity", "ours_value"]).to_dict(orient="index"),
+        "headline": headline.drop(columns=dropped).to_dict(orient="index"),
         **extra,
     }

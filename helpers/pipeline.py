@@ -17,13 +17,19 @@ from .cache import (
     atomic_write_jsonl,
     cached_stage,
     file_key,
+    is_done,
     read_json,
     read_jsonl,
     runs_root,
     stable_hash,
     stage_folder,
 )
+from .data_keys import data_file_keys
+from .data_keys import data_inputs as _data_inputs
+from .data_keys import source_file as _source_file
+from .profile_table import profile_table  # noqa: F401 (chapter 00 imports it from here)
 from .profiles import Profile
+from .replicates import replicate_profile, replicate_run_names
 
 # Bump when a stage's code changes what it writes, so old run folders are not reused.
 STAGE_VERSIONS = {"problems": 1, "base": 2, "rollouts": 1, "adapter": 2, "evaluation": 1}
@@ -53,41 +59,6 @@ def resolve_device(profile: Profile) -> str:
 
 
 # --- stage 1: problems -------------------------------------------------------------
-
-
-def _data_inputs(profile: Profile) -> dict[str, Any]:
-    """The data knobs a stage reads; extra evaluation sets are keyed by their own content, so
-    adding one never rebuilds the problems, rollouts or adapters."""
-    data = profile.to_dict()["data"]
-    data.pop("extra_eval_paths", None)
-    return data
-
-
-def _source_file(source: str, split: str) -> str | Path | None:
-    """The local file a data source names by itself (a .jsonl path, or gsm8k's shared copy)."""
-    if source == "gsm8k":
-        from .data import GSM8K_DIR
-
-        return GSM8K_DIR / f"{split}.jsonl"
-    if source.endswith(".jsonl") or Path(source).is_file():
-        return source
-    return None
-
-
-def data_file_keys(profile: Profile) -> dict[str, Any]:
-    """Content keys (cache.file_key) of every local file the profile's data section may read.
-
-    A path that is not read in the end only costs a hash; a file that is read and left out
-    would let an edited file reuse stale problems.
-    """
-    d = profile.data
-    files = {
-        "train_path": d.train_path,
-        "eval_path": d.eval_path,
-        "train_source": _source_file(d.train_source, "train"),
-        "eval_source": _source_file(d.eval_source, "test"),
-    }
-    return {name: file_key(path) for name, path in files.items() if path is not None}
 
 
 def _problems_inputs(profile: Profile) -> dict[str, Any]:
@@ -256,27 +227,6 @@ def load_summary(folder: Path) -> dict:
     return read_json(folder / "summary.json")
 
 
-def profile_table(profile: Profile):
-    """The knobs a reader wants to see first, as a two-column table."""
-    import pandas as pd
-
-    m, d, r, lo, t = profile.model, profile.data, profile.rollouts, profile.lora, profile.train
-    rows = {
-        "student": m.student
-        if m.student != "tiny"
-        else f"tiny Qwen3 (hidden {m.hidden_size}, {m.num_layers} layers)",
-        "teacher": m.rollouts_file
-        or (m.teacher if m.teacher != "tiny" else f"tiny Qwen3, {m.teacher_steps} steps"),
-        "prompts (train / eval)": f"{d.train_source} x {d.n_train_prompts} / {d.eval_source} x {d.n_eval_problems}",
-        "rollouts per prompt": f"K={r.k} at temperature {r.temperature}",
-        "LoRA": f"r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.targets)}",
-        "learning rate": f"{t.lr:g} (DPO {t.lr_for('dpo'):g}), {t.scheduler}, warmup {t.warmup_ratio:.0%}",
-        "batch x steps": f"{t.batch_size * t.grad_accum} x {t.steps}, read at step {t.result_step}",
-        "seed / dtype": f"{profile.seed} / {'bf16' if t.bf16 else m.dtype}",
-    }
-    return pd.DataFrame({"setting": list(rows), "value": list(rows.values())}).set_index("setting")
-
-
 # --- stage 4: one adapter per method and control -----------------------------------
 
 
@@ -305,28 +255,39 @@ def split_run_name(name: str) -> tuple[str, str | None]:
     return (CONTROLS[name], name) if name in CONTROLS else (name, None)
 
 
-def run_names(profile: Profile) -> list[str]:
-    """Every adapter the profile trains: the methods, then the controls."""
-    return list(profile.train.methods) + list(profile.train.controls)
+def run_names(profile: Profile, replicate: int = 0) -> list[str]:
+    """Every adapter replicate `replicate` trains: the methods, then its controls
+    (helpers.replicates.replicate_run_names: replicate 0 trains every control)."""
+    return replicate_run_names(profile, replicate)
 
 
-def adapter_stage(profile: Profile, name: str) -> Path:
-    """Train one method or control from the shared init; returns its adapter at `train.result_step`.
-
-    The adapters kept at `train.save_steps` are inside it (helpers.checkpoints); `adapter_at` finds them.
-    """
-    from .train import last_good_path, train_method
-
-    method, control = split_run_name(name)
-    rollouts = rollouts_stage(profile) / "rollouts.jsonl"
-    student = student_dir(profile)
-    inputs = {
+def _adapter_inputs(profile: Profile, name: str) -> dict[str, Any]:
+    return {
         "v": STAGE_VERSIONS["adapter"],
         "rollouts": _rollout_inputs(profile),
         "lora": _lora_inputs(profile),
         "train": train_inputs(profile),
         "name": name,
     }
+
+
+def adapter_done(profile: Profile, name: str) -> bool:
+    """Whether the adapter stage of run `name` is already built (nothing is built here)."""
+    return is_done(stage_folder(f"adapter-{name}", _adapter_inputs(profile, name), run_root(profile)))
+
+
+def adapter_stage(profile: Profile, name: str) -> Path:
+    """Train one method or control from the shared init; returns its adapter at `train.result_step`.
+
+    `profile` is the replicate's own (helpers.replicates.replicate_profile). The adapters kept
+    at `train.save_steps` are inside it (helpers.checkpoints); `adapter_at` finds them.
+    """
+    from .train import last_good_path, train_method
+
+    method, control = split_run_name(name)
+    rollouts = rollouts_stage(profile) / "rollouts.jsonl"
+    student = student_dir(profile)
+    inputs = _adapter_inputs(profile, name)
 
     # Beside the stage, not in its temporary folder: a diverged run's last finite weights outlive it.
     last_good = last_good_path(stage_folder(f"adapter-{name}", inputs, run_root(profile)))
@@ -349,8 +310,8 @@ def adapter_stage(profile: Profile, name: str) -> Path:
     return cached_stage(f"adapter-{name}", inputs, build, run_root(profile)) / "adapter"
 
 
-def adapter_at(profile: Profile, name: str, step: int) -> Path:
-    """The adapter of one run at a kept step (`train.result_step` or one of `train.save_steps`)."""
+def adapter_at(profile: Profile, name: str, step: int, replicate: int = 0) -> Path:
+    """The adapter of one run of a replicate at a kept step (`train.result_step` or one of `train.save_steps`)."""
     from .checkpoints import adapter_at_step
 
     t = profile.train
@@ -360,12 +321,14 @@ def adapter_at(profile: Profile, name: str, step: int) -> Path:
         raise ValueError(
             f"step {step} is not kept by profile {profile.name}: train.save_steps + result_step = {list(t.kept_steps())}"
         )
-    return adapter_at_step(adapter_stage(profile, name), step, t.result_step)
+    return adapter_at_step(adapter_stage(replicate_profile(profile, replicate), name), step, t.result_step)
 
 
-def adapters(profile: Profile, names: list[str] | None = None) -> dict[str, Path]:
-    """Adapter folders of several runs, training the missing ones in order."""
-    return {name: adapter_stage(profile, name) for name in (names or run_names(profile))}
+def adapters(profile: Profile, names: list[str] | None = None, replicate: int = 0) -> dict[str, Path]:
+    """Adapter folders of several runs of one replicate, training the missing ones here, in order
+    (helpers.parallel.replicate_adapters trains every replicate's runs concurrently)."""
+    own = replicate_profile(profile, replicate)
+    return {name: adapter_stage(own, name) for name in (names or run_names(profile, replicate))}
 
 
 # --- stage 5: evaluation -----------------------------------------------------------
@@ -389,12 +352,16 @@ def _evaluation_inputs(
 
 
 def evaluation_stage(
-    profile: Profile, names: list[str] | None = None, source: str | None = None, path: str | None = None
+    profile: Profile,
+    names: list[str] | None = None,
+    source: str | None = None,
+    path: str | None = None,
+    replicate: int = 0,
 ) -> dict[str, dict]:
-    """Greedy evaluation of the base and every run on the held-out set (or another jsonl), cached."""
+    """Greedy evaluation of the base and every run of a replicate on the held-out set (or another jsonl), cached."""
     from .evaluate import evaluate_adapters, load_eval_set
 
-    runs = adapters(profile, names)
+    runs = adapters(profile, names, replicate)
     a = profile.analysis
     inputs = _evaluation_inputs(profile, runs, source, path)
 

@@ -17,7 +17,8 @@ def training_logs(adapters: dict[str, Path]) -> dict[str, list[dict]]:
 
 
 def run_table(adapters: dict[str, Path], deltas: dict[str, dict]) -> pd.DataFrame:
-    """One row per run: method, control, learning rate, steps, passes over its data, time, loss, update norm.
+    """One row per run: method, control, learning rate, steps, passes over its data, time, data-order
+    seed, first and last loss, update norm.
 
     `deltas` are the runs' updates as `load_all_deltas` returns them (loaded once per chapter).
     """
@@ -35,6 +36,7 @@ def run_table(adapters: dict[str, Path], deltas: dict[str, dict]) -> pd.DataFram
                 "rows": meta.get("rows"),
                 "epochs": meta.get("epochs"),
                 "seconds": meta["seconds"],
+                "data_seed": meta.get("data_seed"),
                 "first_loss": log[0]["loss"] if log else float("nan"),
                 "last_loss": log[-1]["loss"] if log else float("nan"),
                 "delta_norm": global_norm(deltas[name]),
@@ -95,3 +97,21 @@ def base_weights(model_dir: str | Path, modules: list[str]) -> dict:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     return {m: model.get_submodule(m).weight.detach().to(torch.float64) for m in modules}
+
+
+def loss_series(logs: dict[str, list[dict]], key: str = "loss") -> dict[str, dict[str, list]]:
+    """Each run's logged steps and `key` (the loss) as two lists, the shape helpers.spread summarises."""
+    return {
+        name: {"step": [e["step"] for e in log], key: [e[key] for e in log]} for name, log in logs.items()
+    }
+
+
+def update_norms(deltas: dict[str, dict]) -> dict[str, dict]:
+    """Each run's update norm over all modules and per layer (in layer order)."""
+    out = {}
+    for name, run in deltas.items():
+        by_layer: dict[int, float] = {}
+        for module, norm in frobenius_norms(run).items():
+            by_layer[run[module].layer] = by_layer.get(run[module].layer, 0.0) + norm**2
+        out[name] = {"norm": global_norm(run), "by_layer": [by_layer[k] ** 0.5 for k in sorted(by_layer)]}
+    return out

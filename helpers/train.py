@@ -1,9 +1,6 @@
-"""The one training entry point for every method and control.
+"""The one training entry point for every method and control (`train_method`; its command
+line `python -m helpers.train ...` is helpers.train_cli).
 
-    python -m helpers.train --profile P --method M [--control C] [--base DIR] [--rollouts FILE]
-                            [--out DIR] [--init DIR] [--debug]
-
-also under `accelerate launch` (e.g. `accelerate launch --cpu --num_processes 2 -m helpers.train ...`).
 Every method loads the ONE shared LoRA initialisation (`make_lora_init`) and trains with
 the same tokenisation, optimiser (AdamW), schedule, batch, weight decay, clipping, step
 count and seed; only the loss and the learning rate (`profile.train.lr_for`) differ.
@@ -17,10 +14,7 @@ If the loss diverges, the last finite weights go to `<out_dir>.last_good`, besid
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -33,44 +27,29 @@ from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
 
-from helpers.cache import (
-    atomic_write_json,
-    cached_stage,
-    publish,
-    read_json,
-    remove_stale,
-    replace_folder,
-    runs_root,
-    scratch_path,
-    stable_hash,
-)
+from helpers.cache import atomic_write_json, publish, read_json, remove_stale, replace_folder, scratch_path
 from helpers.checkpoints import StepAdapters
-from helpers.cli import add_debug_flag, reports_errors
 from helpers.losses import BLOCKS, REFERENCE_COLUMNS, loss_hparams
-from helpers.method_data import METHOD_NAMES, build_method_dataset, load_rollouts
-from helpers.profiles import Profile, load_profile, profile_source
+from helpers.method_data import build_method_dataset, load_rollouts
+from helpers.profiles import Profile, profile_source
+from helpers.reference_cache import cached_reference_logps as _cached_reference_logps
+from helpers.reference_cache import tokenizer_fingerprint as _tokenizer_fingerprint  # noqa: F401 (tests)
 from helpers.seeding import seed_everything
+from helpers.train_output import ADAPTER_MARKERS, TrainConfigError, check_out_dir, last_good_path  # noqa: F401
+from helpers.train_output import fresh_tmp as _fresh_tmp
 from helpers.trainer import (
     LAST_GOOD_MARKERS,
     MethodCollator,
     MethodTrainer,
     TrainingDiverged,
-    reference_logps,
     tokenize_dataset,
 )
 from helpers.trainer import training_log as _training_log
 
-__all__ = ["CONTROLS", "TrainingDiverged", "make_lora_init", "train_method", "main"]
+__all__ = ["CONTROLS", "TrainConfigError", "TrainingDiverged", "make_lora_init", "train_method"]
 
 # Each control is a variant of one method.
 CONTROLS = {"sft_order": "sft", "sft_seed": "sft", "dpo_samelr": "dpo", "online_grpo": "grpo"}
-REF_LOGPS_VERSION = 2  # 2: rows whose prompt exceeds max_length are dropped, not cut
-# What makes a folder one of ours to replace: an adapter written by `_finish`.
-ADAPTER_MARKERS = ("train_meta.json", "adapter_config.json")
-
-
-class TrainConfigError(ValueError):
-    """A method/control/path combination that cannot be trained; the message says which argument."""
 
 
 def _dtype(profile: Profile) -> torch.dtype:
@@ -130,86 +109,7 @@ def make_lora_init(
     return out_dir
 
 
-def _fingerprint(base_dir: str | os.PathLike) -> dict[str, Any]:
-    """What identifies a base model cheaply: its config and the names and sizes of its weight files."""
-    path = Path(base_dir)
-    if not path.is_dir():
-        return {"hub_id": str(base_dir)}
-    files = sorted((p.name, p.stat().st_size) for p in path.glob("*.safetensors"))
-    config = (path / "config.json").read_text() if (path / "config.json").exists() else ""
-    return {"path": str(path.resolve()), "files": files, "config": stable_hash(config)}
-
-
-def _data_hash(ds: Dataset, columns: tuple[str, ...]) -> str:
-    """sha256 over the given text columns, row by row."""
-    digest = hashlib.sha256()
-    for row in ds.select_columns(list(columns)):
-        digest.update(json.dumps([row[c] for c in columns]).encode())
-    return digest.hexdigest()[:16]
-
-
-TOKENIZER_FILES = (
-    "tokenizer*",
-    "vocab*",
-    "merges*",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "chat_template*",
-)
-
-
-def _tokenizer_fingerprint(tokenizer: Any, base_dir: str | os.PathLike) -> dict[str, Any]:
-    """What decides the token ids: the content of the tokenizer's files, its vocabulary and its chat template."""
-    path = Path(base_dir)
-    files = {}
-    if path.is_dir():
-        for pattern in TOKENIZER_FILES:
-            for file in sorted(path.glob(pattern)):
-                files[file.name] = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    vocab = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
-    return {
-        "files": files,
-        "vocab": stable_hash(vocab),
-        "chat_template": stable_hash(getattr(tokenizer, "chat_template", None) or ""),
-        "special": [tokenizer.eos_token_id, tokenizer.pad_token_id],
-    }
-
-
-def _cached_reference_logps(
-    profile: Profile,
-    base_dir: str | os.PathLike,
-    model: PeftModel,
-    tokenizer: Any,
-    ds: Dataset,
-    collator: MethodCollator,
-    root: Path,
-    method: str = "dpo",
-) -> dict[str, list[float]]:
-    """Reference log-probs (DPO's, or those of REFERENCE_COLUMNS[method]), once per (base, tokenizer, data), cached."""
-    names = REFERENCE_COLUMNS[method]
-    inputs = {
-        "v": REF_LOGPS_VERSION,
-        "base": _fingerprint(base_dir),
-        "tokenizer": _tokenizer_fingerprint(tokenizer, base_dir),
-        "data": _data_hash(ds, ("prompt", *BLOCKS[method])),
-        "max_length": profile.model.max_length,
-        "dtype": profile.model.dtype,
-    }
-    if names != REFERENCE_COLUMNS["dpo"]:  # DPO's key unchanged, so its cached pass stays valid
-        inputs["columns"] = list(names)
-    state = PartialState()
-
-    def build(folder: Path) -> None:
-        ref = reference_logps(model, ds, collator, profile.train.batch_size, state.device, names)
-        atomic_write_json(folder / "ref_logps.json", ref)
-
-    with state.main_process_first():
-        folder = cached_stage("dpo_ref_logps", inputs, build, root=root)
-    return read_json(folder / "ref_logps.json")
-
-
-def _resolve(profile: Profile, method: str, control: str | None) -> tuple[float, int]:
+def resolve_run(profile: Profile, method: str, control: str | None) -> tuple[float, int]:
     """Check the method/control pair; return the learning rate and the data-order seed."""
     if control is not None:
         if control not in CONTROLS:
@@ -272,50 +172,6 @@ def _init_for(profile: Profile, base_dir: str | os.PathLike, init_dir: Path, con
         return make_lora_init(profile, base_dir, init_dir, seed)
 
 
-def check_out_dir(out_dir: str | os.PathLike, flag: str = "--out", markers: tuple = ADAPTER_MARKERS) -> None:
-    """Refuse an existing `out_dir` unless it is empty or a folder this program wrote (holds `markers`).
-
-    Called before any work, and again just before the finished adapter replaces it.
-    """
-    out_dir = Path(out_dir)
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise TrainConfigError(f"{flag} {out_dir} is a file, not a folder")
-    if not any(out_dir.iterdir()) or all((out_dir / m).is_file() for m in markers):
-        return
-    raise TrainConfigError(
-        f"{flag} {out_dir} is a non-empty folder that this program did not write (it lacks "
-        f"{' and '.join(markers)}); refusing to replace it: pass a new or empty folder"
-    )
-
-
-def last_good_path(out_dir: str | os.PathLike) -> Path:
-    """Where a diverged run keeps its last finite adapter: beside out_dir, never inside it."""
-    out_dir = Path(out_dir)
-    return out_dir.with_name(f"{out_dir.name}.last_good")
-
-
-def _fresh_tmp(out_dir: Path, state: PartialState) -> Path:
-    """An empty sibling folder to train into, unique to this run (host, pid), renamed to out_dir at the end.
-
-    The main process names and makes it (after removing those of dead runs); the other
-    processes of a launch receive its name.
-    """
-    tmp = None
-    if state.is_main_process:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out_dir.parent)
-        tmp = scratch_path(out_dir)
-        tmp.mkdir()
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        tmp = broadcast_object_list([tmp])[0]
-    state.wait_for_everyone()
-    return Path(tmp)
-
-
 def _finish(tmp: Path, out_dir: Path, model: PeftModel, log_history: list[dict], meta: dict) -> None:
     """Save adapter, log and meta in tmp, then swap tmp in for out_dir by renames (main process only)."""
     try:
@@ -344,7 +200,7 @@ def train_method(
     `last_good_dir` (default `<out_dir>.last_good`) receives the last finite weights if the
     loss diverges; pass a folder that outlives out_dir's parent when that is temporary.
     """
-    lr, data_seed = _resolve(profile, method, control)
+    lr, data_seed = resolve_run(profile, method, control)
     out_dir, init_dir = Path(out_dir), Path(init_dir)
     last_good_dir = Path(last_good_dir) if last_good_dir is not None else last_good_path(out_dir)
     check_out_dir(out_dir)
@@ -506,52 +362,7 @@ def _train_online_grpo(
     return out_dir
 
 
-@reports_errors
-def main(argv: list[str] | None = None) -> Path:
-    """Command line: train one method (or control) of a profile.
+if __name__ == "__main__":  # `python -m helpers.train`: the command line lives in helpers.train_cli
+    from helpers.train_cli import main
 
-    Every argument and the profile are checked before any stage is built or loaded.
-    """
-    parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", required=True, help="smoke | tiny | paper | path to a profile .yaml")
-    parser.add_argument(
-        "--method", required=True, choices=METHOD_NAMES, metavar="METHOD", help=" ".join(METHOD_NAMES)
-    )
-    parser.add_argument("--control", choices=sorted(CONTROLS), default=None)
-    parser.add_argument("--base", help="base model folder or hub id (default: the profile's student)")
-    parser.add_argument("--rollouts", help="graded rollouts jsonl (default: the profile's rollouts stage)")
-    parser.add_argument("--out", help="output folder (default: <runs>/<profile>/train-<method>[-<control>])")
-    parser.add_argument("--init", help="shared LoRA init folder (default: the profile's lora_init-<hash>)")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    profile = load_profile(args.profile)
-    _resolve(profile, args.method, args.control)
-    root = runs_root() / profile.name
-    name = f"train-{args.method}" + (f"-{args.control}" if args.control else "")
-    out = Path(args.out) if args.out else root / name
-    check_out_dir(out)
-    check_out_dir(last_good_path(out), "last_good", LAST_GOOD_MARKERS)
-    if args.base and args.base.startswith(("/", ".", "~")) and not Path(args.base).expanduser().is_dir():
-        raise TrainConfigError(f"--base {args.base} is not a folder (give a model folder or a hub id)")
-    if args.init:
-        check_out_dir(args.init, "--init", ("adapter_config.json",))
-    if args.rollouts and args.control == "online_grpo":
-        load_rollouts(args.rollouts)  # names the file, line and field of a bad record
-    elif args.rollouts:
-        build_method_dataset(args.rollouts, args.method, profile.train, seed=profile.train.seed)
-    from helpers import pipeline
-
-    pipeline.configure_environment(profile)
-    # Missing inputs come from the pipeline's cached stages (built once, by the main process).
-    with PartialState().main_process_first():
-        base = args.base or pipeline.student_dir(profile)
-        rollouts = args.rollouts or str(pipeline.rollouts_stage(profile) / "rollouts.jsonl")
-    init = Path(args.init) if args.init else pipeline.lora_init_dir(profile)
-    result = train_method(profile, args.method, base, rollouts, out, init, control=args.control)
-    if PartialState().is_main_process:
-        print(f"adapter saved to {result}")
-    return result
-
-
-if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from helpers import losses, pipeline, train, trainer
+from helpers import losses, pipeline, train, train_cli, trainer
 from helpers.method_data import MethodDataError, load_rollouts
 from helpers.profiles import PROFILE_DIR, load_profile
 from helpers.rollouts import RolloutError, read_rollouts
@@ -284,7 +284,7 @@ def _no_stages(monkeypatch) -> None:
         monkeypatch.setattr(pipeline, name, built)
 
 
-def _one_error_line(capsys, argv: list[str], main=train.main) -> str:
+def _one_error_line(capsys, argv: list[str], main=train_cli.main) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
@@ -305,7 +305,7 @@ def test_project_errors_are_one_line_and_debug_keeps_the_traceback(tmp_path, mon
     err = _one_error_line(capsys, argv)
     assert err == "error: --control sft_seed is a variant of --method sft, not dpo\n"
     with pytest.raises(TrainConfigError):
-        train.main([*argv, "--debug"])
+        train_cli.main([*argv, "--debug"])
     monkeypatch.setenv("RANK", "1")  # another rank of a launch: the main rank prints the line
     assert _one_error_line(capsys, argv) == ""
 
