@@ -377,7 +377,7 @@ def test_extra_sets_scored_per_file_content(tmp_path, tokenizer, monkeypatch):
         runs[name] = tmp_path / name
         make_adapter(_model(tokenizer, seed=2), seed=seed).save_pretrained(runs[name])
     monkeypatch.setenv("WSG_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(pipeline, "adapters", lambda profile, names=None: dict(runs))
+    monkeypatch.setattr(pipeline, "adapters", lambda profile, names=None, replicate=0: dict(runs))
     monkeypatch.setattr(pipeline, "student_dir", lambda profile: str(base_dir))
     scored = []  # the problem ids of every set actually evaluated (a cache hit evaluates nothing)
     real = ev.evaluate_adapters
