@@ -2,9 +2,14 @@
 
 The model's own weights are moved to base + sum_i w_i dW_i inside a context
 manager and restored from saved copies afterwards, so the model is bit-identical
-once the block exits (also after an error). Two held-out losses per point: the
-study's per-token cross-entropy of the gold final answer right after the prompt,
-and the per-token NLL of the full reference solution.
+once the block exits (also after an error). Three held-out losses per point (MEASURES):
+
+- "answer_ce": the study's per-token cross-entropy of the gold final answer right after
+  the prompt. It asks a model that reasons first to answer without reasoning.
+- "answer_ce_after_solution": the same answer tokens, scored after the gold worked solution
+  (prompt + solution up to its final-answer marker, then the answer): the same question
+  ("how sure is the model of the right answer?") asked where such a model gives its answer.
+- "solution_nll": the per-token NLL of the whole reference solution (+ EOS), as in training.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ from helpers.prompting import build_completion, build_prompt, tokenize_pair, use
 
 class ConnectivityError(ValueError):
     """Deltas that do not fit the model, or inputs that cannot be scored."""
+
+
+MEASURES = ("answer_ce", "answer_ce_after_solution", "solution_nll")
+MEASURE_LABELS = {
+    "answer_ce": "answer CE right after the prompt (nats/token)",
+    "answer_ce_after_solution": "answer CE after the gold solution (nats/token)",
+    "solution_nll": "solution NLL (nats/token)",
+}
 
 
 def answer_text(problem: Mapping[str, Any], tokenizer: Any) -> str:
@@ -100,32 +113,86 @@ def interpolate(
         yield inside
 
 
+# The markers a worked solution states its final answer with: GSM8K's `#### N` line, or `\\boxed{N}`.
+ANSWER_MARKERS = ("####", "\\boxed{")
+
+
+def reasoning_text(problem: Mapping[str, Any]) -> str:
+    """The gold worked solution without its final answer: the text before the last `####`
+    (GSM8K, the generated problems), else before the last `\\boxed{`, right-stripped."""
+    solution = str(_field(problem, "solution"))
+    for marker in ANSWER_MARKERS:
+        cut = solution.rfind(marker)
+        if cut >= 0:
+            return solution[:cut].rstrip()
+    raise ConnectivityError(
+        f"problem {problem.get('id', '?')!r}: the solution states no final answer "
+        f"(none of {', '.join(ANSWER_MARKERS)}), so the answer after it cannot be scored"
+    )
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def _answer_row(tokenizer: Any, prompt: str, before: str, answer: str, max_length: int) -> dict | None:
+    """prompt + completion(`before` + `answer`), scoring only the answer's tokens (not EOS).
+
+    The completion is tokenised whole, as in training; the answer's tokens are those after
+    the longest common token prefix of the completion and of the completion without the
+    answer (exactly the answer's own tokens when the tokenizer does not merge across the
+    seam, else also the one merged token). With nothing `before`, every completion token but
+    EOS is scored (the leading space a plain-text completion starts with included), as the
+    study's measure always was. None when the answer does not fit in max_length.
+    """
+    completion = build_completion(before + answer, tokenizer)
+    row = tokenize_pair(tokenizer, prompt, completion, max_length)
+    if row["dropped"]:
+        return None
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    first, stop = 0, len(ids)
+    if before:
+        head = tokenizer(completion[: len(completion) - len(answer)], add_special_tokens=False)["input_ids"]
+        first = _common_prefix(ids, head)
+    start = row["completion_mask"].index(1)
+    if start + stop > len(row["input_ids"]):  # the completion was cut inside the answer
+        return None
+    row["completion_mask"] = [
+        1 if start + first <= i < start + stop else 0 for i in range(len(row["input_ids"]))
+    ]
+    return row
+
+
 def encode_problems(
     tokenizer: Any, problems: Sequence[Mapping[str, Any]], max_length: int = 256
 ) -> dict[str, list[dict[str, list[int]]]]:
-    """Token ids and scored-token masks for the two held-out losses.
+    """Token ids and scored-token masks for the held-out losses, keyed by measure.
 
-    "answer": prompt + the final answer (answer_text), scoring only the answer's
-    tokens (not the EOS tokenize_pair appends). "solution": prompt + the reference
-    solution + EOS, scoring all completion tokens, as in training.
+    "answer_ce": prompt + the final answer (answer_text), scoring only the answer's tokens.
+    "answer_ce_after_solution": prompt + the gold reasoning (reasoning_text) + a newline +
+    the same answer text, scoring only the answer's tokens. "solution_nll": prompt + the
+    reference solution + EOS, scoring all completion tokens, as in training. A problem whose
+    prompt fills max_length is left out of all three; one whose answer is cut off after its
+    reasoning only out of "answer_ce_after_solution".
     """
     if len(problems) == 0:
         raise ConnectivityError("no held-out problems given")
-    out: dict[str, list[dict[str, list[int]]]] = {"answer": [], "solution": []}
+    out: dict[str, list[dict[str, list[int]]]] = {m: [] for m in MEASURES}
     for problem in problems:
         prompt = build_prompt(str(_field(problem, "question")), tokenizer)
-        completion = build_completion(answer_text(problem, tokenizer), tokenizer)
-        row = tokenize_pair(tokenizer, prompt, completion, max_length)
-        if row["dropped"]:  # the prompt alone fills max_length: nothing of the answer could be scored
+        answer = answer_text(problem, tokenizer)
+        row = _answer_row(tokenizer, prompt, "", answer, max_length)
+        if row is None:  # the prompt alone fills max_length: nothing of the answer could be scored
             continue
-        n_answer = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
-        start = row["completion_mask"].index(1) if 1 in row["completion_mask"] else len(row["input_ids"])
-        row["completion_mask"] = [
-            1 if start <= i < start + n_answer else 0 for i in range(len(row["input_ids"]))
-        ]
-        out["answer"].append(row)
+        out["answer_ce"].append(row)
+        reasoned = _answer_row(tokenizer, prompt, reasoning_text(problem) + "\n", answer, max_length)
+        if reasoned is not None:
+            out["answer_ce_after_solution"].append(reasoned)
         solution = build_completion(str(_field(problem, "solution")), tokenizer)
-        out["solution"].append(tokenize_pair(tokenizer, prompt, solution, max_length))
+        out["solution_nll"].append(tokenize_pair(tokenizer, prompt, solution, max_length))
     return out
 
 
@@ -165,16 +232,13 @@ def mean_token_nll(
 def heldout_losses(
     model: torch.nn.Module, encoded: Mapping[str, Sequence[dict[str, list[int]]]], batch_size: int = 16
 ) -> dict[str, float]:
-    """answer_ce and solution_nll of the model as it is now."""
-    return {
-        "answer_ce": mean_token_nll(model, encoded["answer"], batch_size),
-        "solution_nll": mean_token_nll(model, encoded["solution"], batch_size),
-    }
+    """Every measure of MEASURES for the model as it is now (nats per scored token)."""
+    return {m: mean_token_nll(model, encoded[m], batch_size) for m in MEASURES}
 
 
 def _curve(model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc) -> dict[str, list[float]]:
     encoded = encode_problems(tokenizer, problems, max_length)
-    result: dict[str, list[float]] = {"ts": [float(t) for t in ts], "answer_ce": [], "solution_nll": []}
+    result: dict[str, list[float]] = {"ts": [float(t) for t in ts], **{m: [] for m in MEASURES}}
     for t in tqdm(result["ts"], desc=desc, leave=False):
         with merged(model, terms_at(t)):
             losses = heldout_losses(model, encoded, batch_size)
@@ -193,7 +257,7 @@ def path_losses(
     batch_size: int = 16,
     max_length: int = 256,
 ) -> dict[str, list[float]]:
-    """Held-out losses along base + (1 - t) dW_a + t dW_b: keys ts, answer_ce, solution_nll.
+    """Held-out losses along base + (1 - t) dW_a + t dW_b: keys ts and every measure of MEASURES.
 
     t = 0 is adapter a alone, t = 1 adapter b alone. `model` is the plain base model.
     """

@@ -1,0 +1,128 @@
+"""The three held-out measures of mode connectivity: exactly the right tokens scored, log V for a
+uniform model, and every measure with both barrier kinds in the chapter's report."""
+
+import math
+
+import pytest
+import torch
+
+from helpers.compare import connectivity_report
+from helpers.connectivity import (
+    MEASURES,
+    ConnectivityError,
+    barrier,
+    encode_problems,
+    heldout_losses,
+    mean_token_nll,
+    path_losses,
+    reasoning_text,
+)
+from helpers.deltas import load_deltas
+from helpers.prompting import build_completion, build_prompt
+from tests.builders import make_adapter, make_model, make_tokenizer
+from tests.unit.test_connectivity import PROBLEMS, tokenizer_for
+
+
+def direct_answer_ce(model, tokenizer, problems):
+    """CE of "#### N" after prompt + reasoning, one unpadded sequence per problem, in float64."""
+    total, count = 0.0, 0
+    for p in problems:
+        reasoning = p["solution"].rsplit("####", 1)[0].strip()
+        context = tokenizer(build_prompt(p["question"]), add_special_tokens=False)["input_ids"]
+        context += tokenizer(" " + reasoning, add_special_tokens=False)["input_ids"]
+        answer = tokenizer(f"#### {p['answer']}", add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([context + answer])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        for i, tok in enumerate(answer):
+            total -= float(logp[len(context) + i - 1, tok])
+            count += 1
+    return total / count, count
+
+
+def test_answer_after_solution_scores_exactly_the_answer_tokens():
+    tokenizer = tokenizer_for(PROBLEMS)
+    model = make_model(len(tokenizer), tie_word_embeddings=False, seed=3)
+    encoded = encode_problems(tokenizer, PROBLEMS)
+    want, count = direct_answer_ce(model, tokenizer, PROBLEMS)
+    assert count == 6  # "####" and the number, three problems
+    rows = encoded["answer_ce_after_solution"]
+    assert [sum(r["completion_mask"]) for r in rows] == [2, 2, 2]
+    # padding in a batch of 3 and of 2 must not change it
+    for batch_size in (1, 2, 3):
+        assert mean_token_nll(model, rows, batch_size) == pytest.approx(want, rel=1e-5)
+    # the worked solution really conditions the answer: not the same number as right after the prompt
+    assert abs(mean_token_nll(model, encoded["answer_ce"]) - want) > 1e-3
+
+
+def test_answer_span_on_byte_level_bpe_is_the_answer_text():
+    """With the tiny models' byte-level BPE, the scored tokens spell the answer and nothing of the seam."""
+    problems = [dict(p) for p in PROBLEMS]
+    tokenizer = make_tokenizer()
+    for row, p in zip(
+        encode_problems(tokenizer, problems)["answer_ce_after_solution"], problems, strict=True
+    ):
+        scored = [t for t, m in zip(row["input_ids"], row["completion_mask"], strict=True) if m]
+        first = row["completion_mask"].index(1)
+        assert tokenizer.decode(scored) == f"#### {p['answer']}"
+        assert tokenizer.decode(row["input_ids"][:first]).endswith(reasoning_text(p) + "\n")
+        assert tokenizer.eos_token_id not in scored
+
+
+def test_uniform_model_scores_log_vocab_on_every_measure():
+    tokenizer = tokenizer_for(PROBLEMS)
+    model = make_model(len(tokenizer), tie_word_embeddings=False)
+    with torch.no_grad():
+        model.lm_head.weight.zero_()  # every logit 0: a uniform next-token distribution
+    losses = heldout_losses(model, encode_problems(tokenizer, PROBLEMS), batch_size=2)
+    assert set(losses) == set(MEASURES)
+    for measure, value in losses.items():
+        assert value == pytest.approx(math.log(len(tokenizer)), rel=1e-6), measure
+
+
+def test_reasoning_text_markers_and_errors():
+    assert reasoning_text(PROBLEMS[0]) == "3 + 4 = 7 ."
+    boxed = {"id": "b", "solution": "Half of 8 is 4. The answer is \\boxed{4}.", "answer": "4"}
+    assert reasoning_text(boxed) == "Half of 8 is 4. The answer is"
+    # the last marker counts, as helpers.data.extract_answer reads it
+    assert reasoning_text({"id": "c", "solution": "a #### b\n#### 5"}) == "a #### b"
+    with pytest.raises(ConnectivityError, match="no final answer"):
+        reasoning_text({"id": "d", "solution": "5 apples"})
+
+
+def test_answer_cut_by_max_length_is_left_out_of_that_measure_only():
+    tokenizer = tokenizer_for(PROBLEMS)
+    p = PROBLEMS[0]
+    prompt = len(tokenizer(build_prompt(p["question"]), add_special_tokens=False)["input_ids"])
+    solution = len(tokenizer(build_completion(p["solution"]), add_special_tokens=False)["input_ids"])
+    encoded = encode_problems(tokenizer, [p], max_length=prompt + solution - 1)  # the answer's last token cut
+    assert len(encoded["answer_ce"]) == 1 and len(encoded["solution_nll"]) == 1
+    assert encoded["answer_ce_after_solution"] == []
+    assert len(encode_problems(tokenizer, [p], max_length=prompt + solution)["answer_ce_after_solution"]) == 1
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tmp_path_factory):
+    tokenizer = tokenizer_for(PROBLEMS)
+    root = tmp_path_factory.mktemp("measure_adapters")
+    deltas = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        base = make_model(len(tokenizer), tie_word_embeddings=False)
+        make_adapter(base, seed=seed, scale=0.5).save_pretrained(root / name)
+        deltas[name] = load_deltas(root / name)
+    return tokenizer, deltas
+
+
+def test_path_and_report_carry_every_measure_with_both_barriers(two_adapters):
+    tokenizer, deltas = two_adapters
+    model = make_model(len(tokenizer), tie_word_embeddings=False)
+    curve = path_losses(model, tokenizer, deltas["a"], deltas["b"], PROBLEMS, [0.0, 0.5, 1.0], batch_size=3)
+    assert set(curve) == {"ts", *MEASURES}
+    report = connectivity_report(model, tokenizer, deltas, ["a-b"], PROBLEMS, points=3, batch_size=3)
+    for key, kind in (("barrier", "chord"), ("barrier_endpoint_mean", "endpoint_mean")):
+        assert set(report[key]) == set(MEASURES)
+        for measure in MEASURES:
+            path = report["paths"]["a-b"]
+            assert path[measure] == pytest.approx(curve[measure], rel=1e-6)
+            assert report[key][measure]["a-b"] == barrier(path["ts"], path[measure], kind=kind)
+    assert set(report["rays"]["a"]) == {"ts", *MEASURES}
