@@ -8,12 +8,18 @@ import torch
 
 from helpers.compare import connectivity_report
 from helpers.connectivity import (
+    CLAIM_MEASURE,
     MEASURES,
+    SATURATED_NATS,
+    STUDY_MEASURE,
     ConnectivityError,
     barrier,
+    claim_measure,
     encode_problems,
     heldout_losses,
     mean_token_nll,
+    measure_summary,
+    no_barrier_reason,
     path_losses,
     reasoning_text,
 )
@@ -126,3 +132,40 @@ def test_path_and_report_carry_every_measure_with_both_barriers(two_adapters):
             assert path[measure] == pytest.approx(curve[measure], rel=1e-6)
             assert report[key][measure]["a-b"] == barrier(path["ts"], path[measure], kind=kind)
     assert set(report["rays"]["a"]) == {"ts", *MEASURES}
+
+
+def test_measure_summary_flags_off_distribution_and_saturated():
+    ts = [0.0, 0.5, 1.0]
+    curve = {"ts": ts, "answer_ce": [9.0, 9.5, 8.0], "answer_ce_after_solution": [0.002, 0.003, 0.02]}
+    curve["solution_nll"] = [0.15, 0.08, 0.02]
+    lmc = {
+        "rays": {
+            "sft": {"ts": ts, "answer_ce": [11.0, 10.0, 9.0], "answer_ce_after_solution": [0.001, 0.0, 0.002]}
+        },
+        "paths": {"sft-grpo": curve},
+    }
+    lmc["rays"]["sft"]["solution_nll"] = [0.02, 0.05, 0.15]
+    summary = measure_summary(lmc, vocab_size=512)
+    assert set(summary) == set(MEASURES)
+    assert summary["answer_ce"]["off_distribution"] and not summary["solution_nll"]["off_distribution"]
+    assert summary["answer_ce"]["base"] == 11.0 and summary["answer_ce"]["log_vocab"] == pytest.approx(
+        math.log(512)
+    )
+    # one endpoint (0.02) above SATURATED_NATS: not saturated, though the base and the ray are
+    assert not summary["answer_ce_after_solution"]["saturated"]
+    curve["answer_ce_after_solution"][-1] = SATURATED_NATS / 2
+    assert measure_summary(lmc, 512)["answer_ce_after_solution"]["saturated"]
+    assert summary["answer_ce"]["largest_chord_barrier"] == pytest.approx(9.5 - 8.5)
+    assert summary["solution_nll"]["largest_chord_barrier"] == pytest.approx(0.0, abs=1e-12)  # below its chord
+    assert summary["solution_nll"]["adapters_min"] == summary["solution_nll"]["adapters_max"] == 0.15
+    with pytest.raises(ConnectivityError, match="rays"):
+        measure_summary({"rays": {}, "paths": lmc["paths"]}, 512)
+
+
+def test_claim_measure_per_profile():
+    from helpers.profiles import load_profile
+
+    assert claim_measure(load_profile("tiny")) == CLAIM_MEASURE == "solution_nll"
+    assert claim_measure(load_profile("smoke")) == CLAIM_MEASURE
+    assert claim_measure(load_profile("paper")) == STUDY_MEASURE == "answer_ce"
+    assert "chord" in no_barrier_reason()
