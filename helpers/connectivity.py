@@ -255,52 +255,83 @@ def encode_problems(
         if row is None:  # the prompt alone fills max_length: nothing of the answer could be scored
             continue
         out["answer_ce"].append(row)
+        solution = tokenize_pair(
+            tokenizer, prompt, build_completion(str(_field(problem, "solution")), tokenizer), max_length
+        )
+        out["solution_nll"].append(solution)
         reasoned = _answer_row(tokenizer, prompt, reasoning_text(problem) + "\n", answer, max_length)
-        if reasoned is not None:
+        if reasoned is not None:  # the solution's own tokens when it ends in the answer
             out["answer_ce_after_solution"].append(reasoned)
-        solution = build_completion(str(_field(problem, "solution")), tokenizer)
-        out["solution_nll"].append(tokenize_pair(tokenizer, prompt, solution, max_length))
     return out
 
 
 @torch.no_grad()
-def mean_token_nll(
-    model: torch.nn.Module, rows: Sequence[dict[str, list[int]]], batch_size: int = 16
-) -> float:
-    """Summed NLL of all scored tokens over their count (a per-token mean over the whole set)."""
+def _mean_token_nlls(
+    model: torch.nn.Module,
+    rows: Sequence[dict[str, list[int]]],
+    masks: Sequence[Sequence[list[int]]],
+    batch_size: int = 16,
+) -> list[float]:
+    """Per-token mean NLL under each of several scored-token masks over the same token rows,
+    from one forward pass per batch (masks[j][i] is mask j of row i)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    totals, counts = [0.0] * len(masks), [0] * len(masks)
     try:
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             width = max(len(r["input_ids"]) for r in batch)
+            pad = [width - len(r["input_ids"]) for r in batch]
             ids = torch.tensor(
-                [r["input_ids"] + [0] * (width - len(r["input_ids"])) for r in batch], device=device
+                [r["input_ids"] + [0] * n for r, n in zip(batch, pad, strict=True)], device=device
             )
             attention = torch.tensor(
-                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in batch]
+                [[1] * len(r["input_ids"]) + [0] * n for r, n in zip(batch, pad, strict=True)]
             )
-            scored = torch.tensor([r["completion_mask"] + [0] * (width - len(r["input_ids"])) for r in batch])
+            scored = [
+                torch.tensor(
+                    [m + [0] * n for m, n in zip(mask[start : start + batch_size], pad, strict=True)]
+                )[:, 1:]
+                .bool()
+                .to(device)
+                for mask in masks
+            ]
             logits = model(input_ids=ids, attention_mask=attention.to(device)).logits
             # token t is predicted from position t - 1; only the scored targets reach float32
-            targets = scored[:, 1:].bool().to(device)
-            picked = logits[:, :-1][targets].float()
-            total += float(F.cross_entropy(picked, ids[:, 1:][targets], reduction="sum"))
-            count += int(targets.sum())
+            union = torch.stack(scored).any(0)
+            nll = F.cross_entropy(logits[:, :-1][union].float(), ids[:, 1:][union], reduction="none")
+            for j, targets in enumerate(scored):
+                totals[j] += float(nll[targets[union]].sum())
+                counts[j] += int(targets.sum())
     finally:
         model.train(was_training)
-    if count == 0:
+    if 0 in counts:
         raise ConnectivityError("no scored tokens: every completion was cut off (raise max_length)")
-    return total / count
+    return [total / count for total, count in zip(totals, counts, strict=True)]
+
+
+def mean_token_nll(
+    model: torch.nn.Module, rows: Sequence[dict[str, list[int]]], batch_size: int = 16
+) -> float:
+    """Summed NLL of all scored tokens over their count (a per-token mean over the whole set)."""
+    return _mean_token_nlls(model, rows, [[r["completion_mask"] for r in rows]], batch_size)[0]
 
 
 def heldout_losses(
     model: torch.nn.Module, encoded: Mapping[str, Sequence[dict[str, list[int]]]], batch_size: int = 16
 ) -> dict[str, float]:
-    """Every measure of MEASURES for the model as it is now (nats per scored token)."""
-    return {m: mean_token_nll(model, encoded[m], batch_size) for m in MEASURES}
+    """Every measure of MEASURES for the model as it is now (nats per scored token). Measures
+    whose rows hold the same tokens (the answer after the solution and the solution, when the
+    gold solution ends in the answer) share one forward pass."""
+    groups: dict[tuple, list[str]] = {}
+    for m in MEASURES:
+        groups.setdefault(tuple(tuple(r["input_ids"]) for r in encoded[m]), []).append(m)
+    out: dict[str, float] = {}
+    for names in groups.values():
+        masks = [[r["completion_mask"] for r in encoded[n]] for n in names]
+        out.update(zip(names, _mean_token_nlls(model, encoded[names[0]], masks, batch_size), strict=True))
+    return {m: out[m] for m in MEASURES}
 
 
 def _curve(model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc) -> dict[str, list[float]]:

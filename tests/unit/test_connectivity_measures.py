@@ -170,3 +170,23 @@ def test_claim_measure_per_profile():
     assert claim_measure(load_profile("smoke")) == CLAIM_MEASURE
     assert claim_measure(load_profile("paper")) == STUDY_MEASURE == "answer_ce"
     assert "chord" in no_barrier_reason()
+
+
+def test_answer_after_solution_shares_the_solution_pass():
+    """The gold solution ends in the answer: its rows hold the solution's tokens, and one forward
+    pass per batch scores both measures, with the numbers separate passes give."""
+    tokenizer = tokenizer_for(PROBLEMS)
+    model = make_model(len(tokenizer), tie_word_embeddings=False, seed=5)
+    encoded = encode_problems(tokenizer, PROBLEMS)
+    shared, solution = encoded["answer_ce_after_solution"], encoded["solution_nll"]
+    assert [r["input_ids"] for r in shared] == [r["input_ids"] for r in solution]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    losses = heldout_losses(model, encoded, batch_size=3)
+    handle.remove()
+    assert len(calls) == 2  # the answer rows, then solution and answer-after-solution together
+    for measure in MEASURES:
+        assert losses[measure] == pytest.approx(mean_token_nll(model, encoded[measure], 3), rel=1e-6)
+    assert losses["answer_ce_after_solution"] == pytest.approx(
+        direct_answer_ce(model, tokenizer, PROBLEMS)[0], rel=1e-5
+    )
