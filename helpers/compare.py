@@ -14,11 +14,10 @@ from tqdm.auto import tqdm
 
 from .cka import cka_by_layer, hidden_states
 from .claims import BARRIER_KINDS, BARRIER_MARGIN, CONTROL_PATHS
-from .connectivity import barrier, merged, path_losses, ray_losses
+from .connectivity import MEASURES, barrier, merged, path_losses, ray_losses
 from .deltas import LowRankDelta
 
 Deltas = Mapping[str, LowRankDelta]
-MEASURES = ("answer_ce", "solution_nll")
 
 
 def present_pairs(pairs: Sequence[str], runs: Sequence[str]) -> list[str]:
@@ -38,8 +37,9 @@ def connectivity_report(
 ) -> dict[str, Any]:
     """Loss along base + (1 - t) dW_a + t dW_b for each pair, base + t dW for each run, and barriers.
 
-    `barrier[measure][pair]` is the chord barrier (rise above the line between the endpoint
-    losses), `barrier_endpoint_mean[measure][pair]` the largest loss minus the endpoints' mean.
+    Every measure of connectivity.MEASURES is on every curve; `barrier[measure][pair]` is its
+    chord barrier (rise above the line between the endpoint losses),
+    `barrier_endpoint_mean[measure][pair]` the largest loss minus the endpoints' mean.
     """
     ts = list(np.linspace(0.0, 1.0, points))
     paths = {}
@@ -64,12 +64,12 @@ def connectivity_report(
 def barrier_frame(
     lmc: Mapping[str, Any], controls: Sequence[str] = CONTROL_PATHS, margin: float = BARRIER_MARGIN
 ):
-    """Endpoints and both barrier kinds of every path on both measures, and per column the
-    threshold a barrier must clear to count (the largest control-path barrier + margin)."""
+    """Endpoints and both barrier kinds of every path on every measure it holds, and per column
+    the threshold a barrier must clear to count (the largest control-path barrier + margin)."""
     import pandas as pd
 
     columns = {}
-    for measure in MEASURES:
+    for measure in [m for m in MEASURES if m in lmc["barrier"]]:
         columns[f"{measure} at a"] = {p: c[measure][0] for p, c in lmc["paths"].items()}
         columns[f"{measure} at b"] = {p: c[measure][-1] for p, c in lmc["paths"].items()}
         for kind in BARRIER_KINDS:

@@ -175,10 +175,10 @@ def test_loss_is_per_token_over_answer_only(setup):
             total -= float(logp[len(prompt_ids) + i - 1, tok])
             count += 1
     assert count == 6
-    assert mean_token_nll(model, encoded["answer"], batch_size=3) == pytest.approx(
+    assert mean_token_nll(model, encoded["answer_ce"], batch_size=3) == pytest.approx(
         total / count, abs=LOSS_TOL
     )
-    assert sum(sum(r["completion_mask"]) for r in encoded["solution"]) > count  # solution + EOS is longer
+    assert sum(sum(r["completion_mask"]) for r in encoded["solution_nll"]) > count  # solution + EOS is longer
 
 
 def test_answer_text_formats(setup):
