@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -309,3 +309,21 @@ def stage_folders(profile: Profile) -> set[str]:
     """Names of the finished stage folders of a profile: what a rerun should find and not build again."""
     root = pipeline.run_root(profile)
     return {p.name for p in root.iterdir() if p.is_dir() and is_done(p)} if root.is_dir() else set()
+
+
+def runs_frame(by_replicate: Sequence[Runs]):
+    """What each replicate trains or reuses: main runs, mixtures (level: run), contrastive losses."""
+    import pandas as pd
+
+    rows = []
+    for r in by_replicate:
+        rows.append(
+            {
+                "replicate": r.replicate,
+                "main runs (pipeline)": ", ".join(r.main),
+                "mixtures (share: run)": ", ".join(f"{k}: {i['run']}" for k, i in r.mixture_info.items()),
+                "realised wrong shares": ", ".join(f"{i['share']:.3f}" for i in r.mixture_info.values()),
+                "contrastive (DPO's lr)": ", ".join(r.contrastive) or "-",
+            }
+        )
+    return pd.DataFrame(rows).set_index("replicate")

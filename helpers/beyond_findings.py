@@ -75,8 +75,7 @@ def _finding(
 
 
 def _ms(values: Mapping[str, Any], fmt: str = "+.2f") -> str:
-    s = spread(list(values.values()))
-    return "n/a" if s["n"] == 0 else f"{s['mean']:{fmt}} ± {s['sd']:.2f}"
+    return _pm(list(values.values()), fmt)
 
 
 def dose_findings(dose: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -237,7 +236,7 @@ def findings_frame(items: list[dict[str, Any]]):
 
 def _pm(values: list[Any], fmt: str = ".3f") -> str:
     s = spread(values)
-    return "n/a" if s["n"] == 0 else f"{s['mean']:{fmt}} ± {s['sd']:.3f}"
+    return "n/a" if s["n"] == 0 else f"{s['mean']:{fmt}} ± {s['sd']:{fmt.lstrip('+')}}"
 
 
 def _dose_line(d: Mapping[str, Any]) -> str:
@@ -248,7 +247,11 @@ def _dose_line(d: Mapping[str, Any]) -> str:
     )
     fit, implied = d["fit"], d["implied"]
     ci = implied["ci"]
-    interval = f"95% interval [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "an unbounded interval"
+    interval = (
+        f"95% interval [{max(ci[0], 0):.2f}, {min(ci[1], 1):.2f}], clipped to [0, 1]"
+        if ci
+        else "an unbounded interval"
+    )
     return (
         f"- **Dose-response** (cosine to RFT, mean ± sd over {len(d['per_replicate'])} replicates): {levels}. "
         f"Pooled least squares: slope {fit['slope']:+.3f} per unit share (95% CI [{fit['slope_ci'][0]:+.3f}, "
@@ -262,7 +265,7 @@ def _trajectory_line(trajectories: Mapping[str, Any]) -> str:
     first = next(iter(trajectories.values()))
     methods = list(first["settle_step"])
     settle = ", ".join(
-        f"{m} {_pm([t['settle_step'][m] for t in trajectories.values()], '.0f')}" for m in methods
+        f"{m} {_pm([t['settle_step'][m] for t in trajectories.values()], '.1f')}" for m in methods
     )
     rotation = ", ".join(
         f"{m} {_pm([t['rotation'][m][0] for t in trajectories.values() if t['rotation'][m]], '.1f')}°"
