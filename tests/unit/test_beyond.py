@@ -99,8 +99,8 @@ def test_design_overrides_and_errors(smoke):
     d = design_for(smoke, "0, 0.25,natural", "ipo,kto", 5)
     assert d.shares == (0.0, 0.25, "natural") and d.contrastive == ("ipo", "kto")
     assert d.contrastive_replicates == smoke.train.replicates  # capped at what the profile makes
-    for bad in ("1.5", "half", "0.5"):
-        with pytest.raises(BeyondError, match="SHARES"):
+    for bad, why in (("0,1.5", "outside"), ("0,half", "neither a number"), ("0.5", "two levels")):
+        with pytest.raises(BeyondError, match=why):
             design_for(smoke, bad)
     with pytest.raises(BeyondError, match="CONTRASTIVE"):
         design_for(smoke, "", "dpo")
@@ -204,7 +204,9 @@ def test_accuracies_reuse_chapter_06_only_for_the_same_adapters(tmp_path, monkey
     smoke = load_profile("smoke")
     sft, rft = tmp_path / "adapter-sft" / "adapter", tmp_path / "adapter-rft" / "adapter"
     save_results(smoke.name, "02_training", {"adapters": {"sft": str(sft), "rft": "/elsewhere/rft"}})
-    save_results(smoke.name, "06_evaluation", {"evaluation": {"accuracy": {"base": 0.25, "sft": 0.5, "rft": 0.75}}})
+    save_results(
+        smoke.name, "06_evaluation", {"evaluation": {"accuracy": {"base": 0.25, "sft": 0.5, "rft": 0.75}}}
+    )
     asked = []
 
     def fake(profile, runs):
