@@ -155,7 +155,7 @@ def cosine_map(cosine: Mapping[str, Mapping[str, float]]) -> plt.Figure:
 
 def contrastive_paths(paths: Mapping[str, Mapping[str, Any]], measure: str = "answer_ce") -> plt.Figure:
     """Held-out loss along the straight path from each contrastive update to SFT's and to DPO's (t = 1),
-    one panel per loss, replicates as thin lines; the DPO-SFT path in grey for reference."""
+    one panel per loss, one line per replicate; the DPO-SFT path dotted for reference."""
     set_style()
     methods = list(
         dict.fromkeys(p.split("-", 1)[0] for table in paths.values() for p in table if p != "dpo-sft")
@@ -169,7 +169,7 @@ def contrastive_paths(paths: Mapping[str, Mapping[str, Any]], measure: str = "an
                 c = table[f"{m}-{ref}"]
                 ax.plot(c["ts"], c[measure], color=color, alpha=0.8, label=f"to {ref}" if j == "0" else None)
             c = table["dpo-sft"]
-            ax.plot(c["ts"], c[measure], color="0.6", ls="--", lw=1, label="DPO to SFT" if j == "0" else None)
+            ax.plot(c["ts"], c[measure], color="k", ls=":", lw=1, label="DPO to SFT" if j == "0" else None)
         ax.set(xlabel=f"t (0: {m}, 1: the other update)", title=m)
     axes[0, 0].set_ylabel(f"held-out {measure}")
     axes[0, -1].legend(frameon=False, fontsize=8)
