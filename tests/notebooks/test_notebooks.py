@@ -29,6 +29,7 @@ CHAPTERS = [
     "05_cka",
     "06_evaluation",
     "07_findings",
+    "08_beyond",
 ]
 
 
@@ -260,3 +261,51 @@ def test_07_findings(results):
     assert {r["pair"] for r in out["reading_match"]} == {"grpo-sft", "online_grpo-sft"}
     assert {r["measure"] for r in out["beside_chance"]} >= {"global cosine", "orthogonal fraction, direction"}
     assert len(out["beside_chance_per_replicate"]) == n
+
+
+def test_08_beyond(results, smoke_book, tmp_path):
+    from helpers import book
+    from helpers.beyond_findings import HOLDS, MIN_REPLICATES, verdict
+
+    out = results["08_beyond"]
+    profile = load_profile(PROFILE)
+    reps = [str(j) for j in range(profile.train.replicates)]
+    assert out["replicates"] == list(range(profile.train.replicates))
+    # dose-response: share 0 is RFT's own run (cosine 1), each level measured in every replicate
+    points = out["dose"]["points"]
+    assert {(str(p["replicate"]), p["level"]) for p in points} == {
+        (j, lv) for j in reps for lv in out["dose"]["levels"]
+    }
+    assert all(p["cosine_to_rft"] == pytest.approx(1.0, abs=1e-9) for p in points if p["level"] == "0")
+    assert set(out["dose"]["per_replicate"]) == set(reps) and math.isfinite(out["dose"]["fit"]["slope"])
+    # trajectories: every kept step, a run's cosine to itself at the result step is 1
+    for t in out["trajectories"].values():
+        assert t["steps"] == list(profile.train.kept_steps())
+        at = t["steps"].index(profile.train.result_step)
+        assert all(v[at] == pytest.approx(1.0) for v in t["cosine_to_final"].values())
+    # the contrastive family: on the cosine map and joined to SFT and DPO, both barrier kinds
+    c = out["contrastive"]
+    assert c["methods"] and c["lr"] == profile.train.lr_for("dpo")
+    for j in c["replicates"]:
+        for m in c["methods"]:
+            assert {f"{m}-dpo", f"{m}-sft"} <= set(c["paths"][j])
+            assert f"dpo-{m}" in c["cosine"][j] or f"{m}-dpo" in c["cosine"][j]
+        assert all(b >= 0 for p in c["paths"][j].values() for k in p["barrier"].values() for b in k.values())
+    # function space: every method of every replicate, KL never negative, SFT's cosine to itself 1
+    rows = out["function_space"]["rows"]
+    assert len(rows) == len(reps) * len(profile.train.methods) + len(c["replicates"]) * len(c["methods"])
+    assert all(r["forward_kl"] >= 0 for r in rows)
+    assert all(r["cosine_to_sft"] == pytest.approx(1.0) for r in rows if r["method"] == "sft")
+    # findings: each verdict follows from its per-replicate checks
+    for f in out["findings"]:
+        oks = {j: v["ok"] for j, v in f["per_replicate"].items()}
+        assert f["verdict"] == verdict(oks)[0]
+        assert (f["verdict"] == HOLDS) == (
+            len(oks) >= MIN_REPLICATES and all(v is True for v in oks.values())
+        )
+    # the first run built its own stages; a second run of the chapter builds (trains) nothing
+    assert any(s.startswith("mixture-") for s in out["stages_built"])
+    assert any(s.startswith("contrastive-") for s in out["stages_built"])
+    book.execute(PROFILE, tmp_path, only=["08_beyond"])
+    again = load_results(PROFILE, "08_beyond")
+    assert again["stages_built"] == [] and again["dose"]["points"] == out["dose"]["points"]
