@@ -211,23 +211,37 @@ def read_rollouts(path: str | Path) -> list[dict]:
 
 
 def summarize(records: Sequence[dict]) -> dict[str, Any]:
-    """Reward distribution, correct-per-group histogram, share of mixed groups, DPO pairs."""
-    groups: dict[Any, list[float]] = defaultdict(list)
+    """Reward distribution, correct-per-group histogram, mixed groups, DPO pairs, and diversity.
+
+    Diversity counts completions within a prompt's group: `unique_share` is the share of
+    rollouts whose text differs from every other rollout of the same prompt counted once
+    (distinct texts / rollouts), `identical_groups` the groups whose K texts are all one,
+    and `distinct_dpo_pairs` the (right, wrong) pairs of distinct texts (`dpo_pairs`
+    counts every right x wrong combination, copies included).
+    """
+    groups: dict[Any, list[tuple[str, bool]]] = defaultdict(list)
     for r in records:
-        groups[r["prompt_id"]].append(float(r["reward"]))
-    n_correct = Counter(sum(1 for x in g if x > 0) for g in groups.values())
-    mixed = [g for g in groups.values() if 0 < sum(1 for x in g if x > 0) < len(g)]
-    pairs = sum(sum(1 for x in g if x > 0) * sum(1 for x in g if x <= 0) for g in groups.values())
+        groups[r["prompt_id"]].append((str(r["completion"]), float(r["reward"]) > 0))
+    right = {pid: [c for c, ok in g if ok] for pid, g in groups.items()}
+    wrong = {pid: [c for c, ok in g if not ok] for pid, g in groups.items()}
+    n_correct = Counter(len(right[pid]) for pid in groups)
+    mixed = sum(1 for pid in groups if right[pid] and wrong[pid])
+    distinct = {pid: len({c for c, _ in g}) for pid, g in groups.items()}
     logps = [r["sample_logp"] for r in records if r.get("sample_logp") is not None]
+    n = len(records)
     return {
-        "n_rollouts": len(records),
+        "n_rollouts": n,
         "n_prompts": len(groups),
-        "reward_mean": sum(float(r["reward"]) for r in records) / len(records),
+        "reward_mean": sum(float(r["reward"]) for r in records) / n,
         "correct_per_group": {str(k): v for k, v in sorted(n_correct.items())},
-        "mixed_groups": len(mixed),
-        "mixed_share": len(mixed) / len(groups),
-        "all_correct_share": sum(1 for g in groups.values() if all(x > 0 for x in g)) / len(groups),
-        "all_wrong_share": sum(1 for g in groups.values() if all(x <= 0 for x in g)) / len(groups),
-        "dpo_pairs": pairs,
+        "mixed_groups": mixed,
+        "mixed_share": mixed / len(groups),
+        "all_correct_share": sum(1 for pid in groups if not wrong[pid]) / len(groups),
+        "all_wrong_share": sum(1 for pid in groups if not right[pid]) / len(groups),
+        "dpo_pairs": sum(len(right[pid]) * len(wrong[pid]) for pid in groups),
+        "distinct_dpo_pairs": sum(len(set(right[pid])) * len(set(wrong[pid])) for pid in groups),
+        "unique_completions": sum(distinct.values()),
+        "unique_share": sum(distinct.values()) / n,
+        "identical_groups": sum(1 for pid, g in groups.items() if len(g) > 1 and distinct[pid] == 1),
         "mean_sample_logp": sum(logps) / len(logps) if logps else None,
     }

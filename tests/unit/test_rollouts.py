@@ -69,6 +69,24 @@ def test_grading_and_summary_counts():
     assert s["reward_mean"] == pytest.approx(0.5)
     assert s["correct_per_group"] == {"0": 1, "1": 1, "2": 1}
     assert s["all_correct_share"] == pytest.approx(1 / 3)
+    # Groups 1 and 2 hold two copies each: 4 distinct texts in 6 rollouts.
+    assert s["unique_completions"] == 4 and s["unique_share"] == pytest.approx(4 / 6)
+    assert s["identical_groups"] == 2 and s["distinct_dpo_pairs"] == 1
+
+
+def test_diversity_counts_distinct_texts_within_a_prompt():
+    problems = generate_problems(2, seed=2)
+    right, wrong = problems[0]["solution"], "It is #### 100000"
+    other_right = "Some other way.\n#### " + problems[0]["answer"]
+    samples = [(right, None), (right, None), (other_right, None), (wrong, None)]
+    samples += [(wrong, None), (wrong + "!", None), (wrong, None), (wrong, None)]  # group 2: all wrong
+    s = summarize(grade(problems, ["", ""], samples, k=4))
+    assert s["unique_completions"] == 3 + 2 and s["unique_share"] == pytest.approx(5 / 8)
+    assert s["dpo_pairs"] == 3 and s["distinct_dpo_pairs"] == 2  # the two copies of `right` pair once
+    assert s["identical_groups"] == 0 and s["mixed_groups"] == 1
+    # The same text under two prompts is two unique rollouts: diversity is within a group.
+    twice = summarize(grade(problems, ["", ""], [(wrong, None)] * 8, k=4))
+    assert twice["unique_completions"] == 2 and twice["identical_groups"] == 2
 
 
 def test_oracle_teacher_is_wrong_at_its_rate():

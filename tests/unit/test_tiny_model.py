@@ -57,6 +57,23 @@ def test_pretraining_lowers_the_loss_and_is_seeded():
     assert logs[0].tokens > 0 and logs[0].tokens_per_second > 0
 
 
+def test_length_grouped_batches_spare_padding_and_draw_every_example():
+    from helpers.tiny_model import length_grouped_batches
+
+    lengths = [int(n) for n in torch.randint(20, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    batches = length_grouped_batches(lengths, 32, 165, torch.Generator().manual_seed(1))
+    assert len(batches) == 165 and all(len(b) == 32 for b in batches)
+    padded = sum(32 * max(lengths[i] for i in b) for b in batches)
+    assert sum(lengths[i] for b in batches for i in b) / padded > 0.9  # random batches: about 0.6
+    drawn = torch.bincount(torch.tensor([i for b in batches for i in b]), minlength=1000)
+    assert (drawn > 0).float().mean() > 0.99  # 5.3 draws per example on average: all are drawn
+    # Lengths do not rise from batch to batch: the groups are shuffled.
+    widths = [max(lengths[i] for i in b) for b in batches[:16]]
+    assert widths != sorted(widths)
+    again = length_grouped_batches(lengths, 32, 165, torch.Generator().manual_seed(1))
+    assert again == batches
+
+
 def test_learning_rate_warms_up_then_anneals():
     from helpers.tiny_model import lr_factor
 
