@@ -1,5 +1,6 @@
 """Rollouts: sampling is seeded and its log-probabilities are right; grading; bad files fail clearly."""
 
+import copy
 import json
 
 import pytest
@@ -47,6 +48,49 @@ def test_sampling_is_seeded_and_logps_match_teacher_forcing(tiny):
             logits = model(ids).logits.log_softmax(-1)[0, len(prompt_ids) - 1 : -1]
         expected = logits.gather(-1, torch.tensor(new_ids)[:, None]).sum()
         assert logp == pytest.approx(float(expected), abs=1e-3)
+
+
+def _teacher_forced_logp(model, tok, prompt, new_ids):
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + new_ids])).logits.log_softmax(-1)[
+            0, len(prompt_ids) - 1 : -1
+        ]
+    return float(logits.gather(-1, torch.tensor(new_ids)[:, None]).sum())
+
+
+def test_rows_leave_the_batch_at_eos_and_match_hf_generate(tiny):
+    problems, tok, model = tiny
+    tok, model = copy.deepcopy(tok), copy.deepcopy(model)
+    with torch.no_grad():  # a fresh tiny model repeats one token; noise makes each row its own
+        gen = torch.Generator().manual_seed(0)
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn(param.shape, generator=gen))
+    prompts = prompts_for(problems, tok)  # six prompts of different lengths: left padding
+    free = sample_completions(model, tok, prompts, 1, 0.0, 1.0, 16, 6, seed=0, return_ids=True)
+    # Make a token that some rows write early (and others later or never) the EOS, so rows
+    # leave the batch at different steps.
+    stop = free[0][2][3]
+    assert any(stop not in ids[:4] for _, _, ids in free)
+    tok.eos_token = tok.convert_ids_to_tokens(stop)
+    mine = sample_completions(model, tok, prompts, 1, 0.0, 1.0, 16, 6, seed=0, return_ids=True)
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    hf = model.generate(
+        **enc, do_sample=False, max_new_tokens=16, eos_token_id=stop, pad_token_id=tok.pad_token_id
+    )
+    lengths = set()
+    for prompt, (_, logp, ids), row in zip(
+        prompts, mine, hf[:, enc["input_ids"].shape[1] :].tolist(), strict=True
+    ):
+        expected = row[: row.index(stop) + 1] if stop in row else row
+        assert ids == expected
+        assert logp == pytest.approx(_teacher_forced_logp(model, tok, prompt, ids), abs=1e-3)
+        lengths.add(len(ids))
+    assert len(lengths) > 1  # rows did leave at different steps
+    # A nucleus too small for any second token is greedy decoding.
+    nucleus = sample_completions(model, tok, prompts, 1, 1.0, 1e-6, 16, 6, seed=3, return_ids=True)
+    assert [ids for _, _, ids in nucleus] == [ids for _, _, ids in mine]
 
 
 def test_grading_and_summary_counts():
