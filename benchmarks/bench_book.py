@@ -34,7 +34,9 @@ def cpu_model() -> str:
     except OSError:
         return platform.processor() or platform.machine()
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    flags = next(
+        (line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []
+    )
     vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     return f"{model} ({vector})"
 

@@ -40,7 +40,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def launch(profile: Path, base: Path, rollouts: Path, init: Path, out: Path, threads: int) -> subprocess.Popen:
+def launch(
+    profile: Path, base: Path, rollouts: Path, init: Path, out: Path, threads: int
+) -> subprocess.Popen:
     """One `python -m helpers.train` run with `threads` intra-op threads."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TQDM_DISABLE="1")
     cmd = [sys.executable, "-m", "helpers.train", "--profile", str(profile), "--method", "sft"]
