@@ -5,6 +5,10 @@ names, items and verbs, operands mostly 2-20, results below 1000 and never
 negative, exact integer division only. Every step acts on the running quantity,
 so a problem of k steps needs k chained computations, each restated in the
 solution as `a op b = c`, and the last line is `#### <answer>` as in GSM8K.
+Each solution line is written in one of several styles (the scenario's own sentence, a
+short equation with a lead word, the equation then the new state), drawn per line, so a
+problem has many valid worked solutions and a teacher that learned them samples
+different chains of thought for one prompt, as the study's teacher does.
 Train and test are disjoint by construction: a question's split is a hash of its
 text, and each split keeps only its own questions.
 """
@@ -23,6 +27,8 @@ TEST_SHARE = 5  # one question in TEST_SHARE hashes to the test split
 MAX_RESULT = 999
 OPS = ("+", "-", "*", "/")
 OP_WEIGHTS = (4, 3, 2, 2)
+# Lead words of the short solution style: for the first line, and for the later ones.
+LEADS = (("First,", "At the start,"), ("Then", "Next,", "Now", "After that,"))
 NAMES = (("Mia", "she"), ("Tom", "he"), ("Sara", "she"), ("Ben", "he"), ("Lily", "she"), ("Sam", "he"))
 
 
@@ -32,7 +38,8 @@ class Template:
 
     Question and solution strings are formatted with name, pron (she/he), Pron,
     item, a and b (the starting operands), x (the quantity before a step), n (the
-    step's operand) and y (the quantity after it).
+    step's operand) and y (the quantity after it). `state` says what the quantity v
+    is, for the solution style that writes the equation first.
     """
 
     name: str
@@ -40,6 +47,7 @@ class Template:
     start: dict[str, tuple[str, str]]  # op -> (question sentence, solution line)
     steps: dict[str, tuple[str, str]]  # op -> (question sentence, solution line)
     ask: str
+    state: str = "{pron} has {v} {item}"
 
 
 TEMPLATES: tuple[Template, ...] = (
@@ -195,6 +203,7 @@ TEMPLATES: tuple[Template, ...] = (
             ),
         },
         ask="How many km from home is {name} now?",
+        state="{pron} is {v} km from home",
     ),
     Template(
         name="baking",
@@ -252,6 +261,7 @@ TEMPLATES: tuple[Template, ...] = (
             ),
         },
         ask="How many {item} does {name} have now?",
+        state="there are {v} {item}",
     ),
 )
 
@@ -282,8 +292,23 @@ def _operand(rng: random.Random, op: str, x: int, max_result: int = MAX_RESULT) 
     return rng.choice(options) if options else None
 
 
+def _styled(template: Template, words: dict, line: str, equation: str, y: int, first: bool, rng) -> str:
+    """One solution line in a style drawn from `rng`: the scenario's own sentence, a lead word
+    and the bare equation, or the equation then the new state (every style holds `a op b = c`)."""
+    style = rng.randrange(3)
+    if style == 0:
+        return line
+    if style == 1:
+        return f"{rng.choice(LEADS[0] if first else LEADS[1])} {equation} {words['item']}."
+    return f"{equation}, so {template.state.format(v=y, **words)}."
+
+
 def _one_problem(rng: random.Random, n_steps: int, max_result: int = MAX_RESULT) -> tuple[str, str, int]:
-    """Draw one problem with exactly n_steps computations: (question, solution, answer)."""
+    """Draw one problem with exactly n_steps computations: (question, solution, answer).
+
+    The styles of the solution lines come from a second generator seeded by the question,
+    so the questions and answers are those the main generator alone would give.
+    """
     template = rng.choice(TEMPLATES)
     name, pron = rng.choice(NAMES)
     words = {"name": name, "pron": pron, "Pron": pron.capitalize(), "item": rng.choice(template.items)}
@@ -297,7 +322,7 @@ def _one_problem(rng: random.Random, n_steps: int, max_result: int = MAX_RESULT)
     x = _apply(start_op, a, b)
     q_text, s_text = template.start[start_op]
     question = [q_text.format(a=a, b=b, **words)]
-    solution = [s_text.format(a=a, b=b, x=x, **words)]
+    lines = [(s_text.format(a=a, b=b, x=x, **words), f"{a} {start_op} {b} = {x}", x)]
     for _ in range(n_steps - 1):
         while True:  # "+" or "-" is always possible, so this ends
             op = rng.choices(OPS, weights=OP_WEIGHTS)[0]
@@ -307,11 +332,13 @@ def _one_problem(rng: random.Random, n_steps: int, max_result: int = MAX_RESULT)
         y = _apply(op, x, n)
         q_text, s_text = template.steps[op]
         question.append(q_text.format(n=n, **words))
-        solution.append(s_text.format(x=x, n=n, y=y, **words))
+        lines.append((s_text.format(x=x, n=n, y=y, **words), f"{x} {op} {n} = {y}", y))
         x = y
     question.append(template.ask.format(**words))
-    solution.append(f"#### {x}")
-    return " ".join(question), "\n".join(solution), x
+    text = " ".join(question)
+    styles = random.Random(f"wsg-styles-{text}")
+    solution = [_styled(template, words, *line, first=i == 0, rng=styles) for i, line in enumerate(lines)]
+    return text, "\n".join([*solution, f"#### {x}"]), x
 
 
 def split_of(question: str) -> str:

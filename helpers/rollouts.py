@@ -7,6 +7,7 @@ One record per completion: prompt_id, question, reference, prompt, completion, r
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -28,6 +29,81 @@ class RolloutError(ValueError):
     """A rollouts file or teacher specification that cannot be used."""
 
 
+def _next_token(
+    logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick one token per row and its log-probability under the distribution it was drawn from.
+
+    temperature 0 is greedy, scored by the untempered model; otherwise the logits are divided
+    by the temperature and cut to the top-p nucleus (the most likely token always stays),
+    which is what HF's TemperatureLogitsWarper and TopPLogitsWarper do.
+    """
+    logits = logits.float()
+    if temperature <= 0:
+        token = logits.argmax(-1)
+        return token, logits.log_softmax(-1).gather(-1, token[:, None])[:, 0]
+    scores = logits / temperature
+    if top_p < 1.0:
+        ordered, order = scores.sort(-1, descending=True)
+        outside = ordered.softmax(-1).cumsum(-1) - ordered.softmax(-1) >= top_p  # mass before a token
+        scores = scores.scatter(-1, order, ordered.masked_fill(outside, float("-inf")))
+    logps = scores.log_softmax(-1)
+    token = torch.multinomial(logps.exp(), 1, generator=gen)[:, 0]
+    return token, logps.gather(-1, token[:, None])[:, 0]
+
+
+def _cache_argument(model: Any) -> str:
+    """The keyword a model's forward takes its KV cache by."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def _sample_batch(
+    model: Any,
+    enc: dict[str, torch.Tensor],
+    eos: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    gen: torch.Generator,
+) -> tuple[list[list[int]], list[float]]:
+    """KV-cached decoding of one left-padded batch; a row leaves the batch when it writes EOS.
+
+    Rows that finished are dropped from the batch and from the cache, so the batch costs
+    what its rows write, not max(len) x rows as with HF generate. Returns each row's new
+    ids (EOS included when written) and the sum of their log-probabilities.
+    """
+    from transformers import DynamicCache
+
+    mask = enc["attention_mask"]
+    rows = mask.shape[0]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    # transformers 5 names the cache argument `cache`; 4.x `past_key_values`.
+    cache = {_cache_argument(model): DynamicCache()}
+    out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=positions, **cache)
+    position = positions[:, -1]
+    alive = torch.arange(rows)
+    new: list[list[int]] = [[] for _ in range(rows)]
+    logp = torch.zeros(rows, dtype=torch.float64)
+    logits = out.logits[:, -1]
+    for step in range(max_new_tokens):
+        token, token_logp = _next_token(logits, temperature, top_p, gen)
+        for row, t in zip(alive.tolist(), token.tolist(), strict=True):
+            new[row].append(t)
+        logp[alive] += token_logp.double().cpu()
+        keep = token != eos
+        if step == max_new_tokens - 1 or not keep.any():
+            break
+        if not keep.all():
+            alive, token, position, mask = alive[keep.cpu()], token[keep], position[keep], mask[keep]
+            next(iter(cache.values())).batch_select_indices(keep.nonzero()[:, 0])
+        position = position + 1
+        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None], **cache)
+        logits = out.logits[:, -1]
+    return new, logp.tolist()
+
+
 @torch.no_grad()
 def sample_completions(
     model: Any,
@@ -42,47 +118,33 @@ def sample_completions(
     desc: str = "rollouts",
     return_ids: bool = False,
 ) -> list[tuple]:
-    """K samples per prompt with HF generate; returns (completion, sampling logp) in prompt-major order.
+    """K samples per prompt, KV-cached; returns (completion, sampling logp) in prompt-major order.
 
-    temperature 0 means greedy decoding (the logp is then that of the untempered model).
-    With `return_ids`, each tuple also holds the sampled token ids up to and including EOS.
-
-    Each batch is seeded from `seed` and its index, so the samples do not depend on
-    what ran before. The logp is that of the tempered sampling distribution.
+    temperature 0 means greedy decoding (the logp is then that of the untempered model),
+    else the logp is that of the tempered (and top-p cut) distribution the token was drawn
+    from. With `return_ids`, each tuple also holds the sampled token ids up to and
+    including EOS. Each batch draws from a generator seeded by `seed` and the batch's
+    index, so the samples do not depend on what ran before.
     """
     device = next(model.parameters()).device
     flat = [p for p in prompts for _ in range(k)]
-    tokenizer.padding_side = "left"
-    out: list[tuple[str, float]] = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # every row continues from the right edge
+    out: list[tuple] = []
     model.eval()
-    for start in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False):
-        chunk = flat[start : start + batch_size]
-        enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        torch.manual_seed(seed * 100_003 + start)
-        gen = model.generate(
-            **enc,
-            **(
-                {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0}
-                if temperature > 0
-                else {"do_sample": False}
-            ),
-            max_new_tokens=max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
-        new = gen.sequences[:, enc["input_ids"].shape[1] :]
-        scores = torch.stack(gen.scores, dim=1).float().log_softmax(-1)  # processed = tempered
-        token_logps = scores.gather(-1, new.unsqueeze(-1)).squeeze(-1)
-        eos_seen = (new == tokenizer.eos_token_id).cumsum(1)
-        alive = (eos_seen == 0) | ((eos_seen == 1) & (new == tokenizer.eos_token_id))
-        logps = (token_logps.masked_fill(~alive, 0.0)).sum(1)
-        texts = tokenizer.batch_decode(new, skip_special_tokens=True)
-        for row, (text, logp) in enumerate(zip(texts, logps, strict=True)):
-            ids = new[row][alive[row]].tolist()
-            out.append((text, float(logp), ids) if return_ids else (text, float(logp)))
-    tokenizer.padding_side = "right"
+    try:
+        for start in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False):
+            chunk = flat[start : start + batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
+            ids, logps = _sample_batch(
+                model, enc, tokenizer.eos_token_id, temperature, top_p, max_new_tokens, gen
+            )
+            texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+            for text, logp, row in zip(texts, logps, ids, strict=True):
+                out.append((text, logp, row) if return_ids else (text, logp))
+    finally:
+        tokenizer.padding_side = side
     return out
 
 
@@ -215,23 +277,37 @@ def read_rollouts(path: str | Path) -> list[dict]:
 
 
 def summarize(records: Sequence[dict]) -> dict[str, Any]:
-    """Reward distribution, correct-per-group histogram, share of mixed groups, DPO pairs."""
-    groups: dict[Any, list[float]] = defaultdict(list)
+    """Reward distribution, correct-per-group histogram, mixed groups, DPO pairs, and diversity.
+
+    Diversity counts completions within a prompt's group: `unique_share` is the share of
+    rollouts whose text differs from every other rollout of the same prompt counted once
+    (distinct texts / rollouts), `identical_groups` the groups whose K texts are all one,
+    and `distinct_dpo_pairs` the (right, wrong) pairs of distinct texts (`dpo_pairs`
+    counts every right x wrong combination, copies included).
+    """
+    groups: dict[Any, list[tuple[str, bool]]] = defaultdict(list)
     for r in records:
-        groups[r["prompt_id"]].append(float(r["reward"]))
-    n_correct = Counter(sum(1 for x in g if x > 0) for g in groups.values())
-    mixed = [g for g in groups.values() if 0 < sum(1 for x in g if x > 0) < len(g)]
-    pairs = sum(sum(1 for x in g if x > 0) * sum(1 for x in g if x <= 0) for g in groups.values())
+        groups[r["prompt_id"]].append((str(r["completion"]), float(r["reward"]) > 0))
+    right = {pid: [c for c, ok in g if ok] for pid, g in groups.items()}
+    wrong = {pid: [c for c, ok in g if not ok] for pid, g in groups.items()}
+    n_correct = Counter(len(right[pid]) for pid in groups)
+    mixed = sum(1 for pid in groups if right[pid] and wrong[pid])
+    distinct = {pid: len({c for c, _ in g}) for pid, g in groups.items()}
     logps = [r["sample_logp"] for r in records if r.get("sample_logp") is not None]
+    n = len(records)
     return {
-        "n_rollouts": len(records),
+        "n_rollouts": n,
         "n_prompts": len(groups),
-        "reward_mean": sum(float(r["reward"]) for r in records) / len(records),
+        "reward_mean": sum(float(r["reward"]) for r in records) / n,
         "correct_per_group": {str(k): v for k, v in sorted(n_correct.items())},
-        "mixed_groups": len(mixed),
-        "mixed_share": len(mixed) / len(groups),
-        "all_correct_share": sum(1 for g in groups.values() if all(x > 0 for x in g)) / len(groups),
-        "all_wrong_share": sum(1 for g in groups.values() if all(x <= 0 for x in g)) / len(groups),
-        "dpo_pairs": pairs,
+        "mixed_groups": mixed,
+        "mixed_share": mixed / len(groups),
+        "all_correct_share": sum(1 for pid in groups if not wrong[pid]) / len(groups),
+        "all_wrong_share": sum(1 for pid in groups if not right[pid]) / len(groups),
+        "dpo_pairs": sum(len(right[pid]) * len(wrong[pid]) for pid in groups),
+        "distinct_dpo_pairs": sum(len(set(right[pid])) * len(set(wrong[pid])) for pid in groups),
+        "unique_completions": sum(distinct.values()),
+        "unique_share": sum(distinct.values()) / n,
+        "identical_groups": sum(1 for pid, g in groups.items() if len(g) > 1 and distinct[pid] == 1),
         "mean_sample_logp": sum(logps) / len(logps) if logps else None,
     }

@@ -77,6 +77,11 @@ def test_01_base_model_and_rollouts(results):
     r = out["rollouts"]
     assert r["n_rollouts"] == 24 * 4 and r["n_prompts"] == 24
     assert 0 < r["reward_mean"] < 1 and r["mixed_groups"] > 0 and r["dpo_pairs"] > 0
+    # Diversity beside the reward: smoke's oracle teacher repeats its gold solution, so some
+    # rollouts are copies; a corrupted one is a text of its own.
+    assert r["n_prompts"] <= r["unique_completions"] < r["n_rollouts"]
+    assert r["unique_share"] == r["unique_completions"] / r["n_rollouts"]
+    assert 0 < r["distinct_dpo_pairs"] <= r["dpo_pairs"] and r["identical_groups"] < r["n_prompts"]
     assert out["student_parameters"] > 0 and "student" in out["pretrain"]
 
 

@@ -115,3 +115,18 @@ def test_problem_corpus(train):
     assert len(corpus) == 5
     for text, p in zip(corpus, train[:5], strict=True):
         assert text.startswith("Question: " + p["question"]) and text.endswith(p["solution"])
+
+
+def test_solutions_come_in_several_styles_that_leave_questions_alone(train, monkeypatch):
+    import helpers.problems as problems
+
+    lines = [line for p in train for line in p["solution"].splitlines()[:-1]]
+    leads = tuple(lead for group in problems.LEADS for lead in group)
+    short = sum(line.startswith(leads) for line in lines) / len(lines)
+    state = sum(bool(re.match(r"\d+ [-+*/] \d+ = \d+, so ", line)) for line in lines) / len(lines)
+    assert 0.25 < short < 0.42 and 0.25 < state < 0.42  # a third each; the rest the scenario's own
+    # Styles are drawn by a generator of their own: questions and answers are as without them.
+    monkeypatch.setattr(problems, "_styled", lambda template, words, line, *args, **kwargs: line)
+    plain = generate_problems(len(train), seed=7, split="train")
+    assert [(p["question"], p["answer"]) for p in plain] == [(p["question"], p["answer"]) for p in train]
+    assert sum(a["solution"] != b["solution"] for a, b in zip(plain, train, strict=True)) > 0.9 * len(train)

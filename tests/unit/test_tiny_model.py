@@ -57,6 +57,23 @@ def test_pretraining_lowers_the_loss_and_is_seeded():
     assert logs[0].tokens > 0 and logs[0].tokens_per_second > 0
 
 
+def test_length_grouped_batches_spare_padding_and_draw_every_example():
+    from helpers.tiny_model import length_grouped_batches
+
+    lengths = [int(n) for n in torch.randint(20, 200, (1000,), generator=torch.Generator().manual_seed(0))]
+    batches = length_grouped_batches(lengths, 32, 165, torch.Generator().manual_seed(1))
+    assert len(batches) == 165 and all(len(b) == 32 for b in batches)
+    padded = sum(32 * max(lengths[i] for i in b) for b in batches)
+    assert sum(lengths[i] for b in batches for i in b) / padded > 0.9  # random batches: about 0.6
+    drawn = torch.bincount(torch.tensor([i for b in batches for i in b]), minlength=1000)
+    assert (drawn > 0).float().mean() > 0.99  # 5.3 draws per example on average: all are drawn
+    # Lengths do not rise from batch to batch: the groups are shuffled.
+    widths = [max(lengths[i] for i in b) for b in batches[:16]]
+    assert widths != sorted(widths)
+    again = length_grouped_batches(lengths, 32, 165, torch.Generator().manual_seed(1))
+    assert again == batches
+
+
 def test_learning_rate_warms_up_then_anneals():
     from helpers.tiny_model import lr_factor
 
@@ -77,3 +94,45 @@ def test_student_is_picked_by_measured_accuracy():
     assert select_student(curve, 400, 300, 0.0)[0] == 300
     with pytest.raises(ValueError, match="no checkpoint"):
         select_student(curve, 100, 100, 0.5)
+
+
+def test_a_prompt_completion_pair_trains_on_the_completion_only():
+    from helpers.tiny_model import _batch, _encode_corpus
+
+    tok = train_tokenizer(_corpus(), vocab_size=300)
+    pairs = [("Question: Ann has 3 pens.\nAnswer:", " 3 + 1 = 4\n#### 4"), ("Q:", " 7")]
+    data, n_prompt = _encode_corpus(tok, [*pairs, "a plain text"], max_length=64)
+    for (prompt, completion), ids, n in zip(pairs, data, n_prompt, strict=False):
+        assert tok.decode(ids) == prompt + completion + tok.eos_token
+        assert tok.decode(ids[:n]) == prompt
+    assert n_prompt[2] == 0
+    input_ids, mask, labels = _batch(data, n_prompt, [0, 1, 2], tok.pad_token_id)
+    for row in range(3):
+        scored = (labels[row] != -100).nonzero()[:, 0].tolist()
+        assert scored == list(range(n_prompt[row], len(data[row])))  # the completion and its EOS
+        assert labels[row, scored].tolist() == input_ids[row, scored].tolist() == data[row][n_prompt[row] :]
+        assert mask[row].sum() == len(data[row])
+
+
+def test_fast_cpu_matmul_keeps_fp32_results_and_restores_settings(monkeypatch):
+    from helpers import tiny_model
+
+    model = build_model(load_profile("smoke").model, vocab_size=300, seed=0).eval()
+    ids = torch.randint(0, 300, (3, 40), generator=torch.Generator().manual_seed(0))
+    before = (model.config._attn_implementation, torch.backends.mkldnn.matmul.fp32_precision)
+    with torch.no_grad():
+        reference = model(ids).logits
+        with tiny_model.fast_cpu_matmul(model) as on:
+            fast = model(ids).logits
+    assert torch.allclose(fast, reference, atol=1e-5, rtol=1e-5)
+    assert (model.config._attn_implementation, torch.backends.mkldnn.matmul.fp32_precision) == before
+    if on:  # the oneDNN path is on where it computes exact fp32 products (this check's own subject)
+        with pytest.raises(RuntimeError), tiny_model.fast_cpu_matmul(model):
+            assert model.config._attn_implementation == "eager"
+            assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+            raise RuntimeError
+    assert (model.config._attn_implementation, torch.backends.mkldnn.matmul.fp32_precision) == before
+    # Where oneDNN would round to bf16, nothing changes.
+    monkeypatch.setattr(tiny_model, "_ONEDNN_EXACT", [False])
+    with tiny_model.fast_cpu_matmul(model) as on:
+        assert not on and torch.backends.mkldnn.matmul.fp32_precision == before[1]
