@@ -103,7 +103,9 @@ def main() -> None:
             }
         )
     n = len(prompts) * args.k
-    print(f"{n} samples (K={args.k}), max {r.max_new_tokens} new tokens, {args.threads} thread(s), {os.cpu_count()} cores")
+    print(
+        f"{n} samples (K={args.k}), max {r.max_new_tokens} new tokens, {args.threads} thread(s), {os.cpu_count()} cores"
+    )
     for row in rows:
         print(
             f"{row['lever']:26s} wall {row['wall_s']:6.1f} s  CPU {row['cpu_s']:6.1f} s  "
