@@ -165,16 +165,7 @@ def dpo_loss(
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
     margin = chosen_rewards - rejected_rewards
     loss = -F.logsigmoid(margin).mean()
-    with torch.no_grad():
-        metrics = {
-            "rewards_chosen": chosen_rewards.mean().item(),
-            "rewards_rejected": rejected_rewards.mean().item(),
-            "rewards_margin": margin.mean().item(),
-            "rewards_accuracy": (margin > 0).float().mean().item(),
-            "logps_chosen": policy_chosen_logps.mean().item(),
-            "logps_rejected": policy_rejected_logps.mean().item(),
-        }
-    return loss, metrics
+    return loss, _pair_metrics(chosen_rewards, rejected_rewards, policy_chosen_logps, policy_rejected_logps)
 
 
 def dpo(
