@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .cache import REPO_ROOT, atomic_write_json
 from .data import graded_answer, is_correct, load_problems
+from .progress import tqdm
 from .prompting import build_prompt
 from .stats import exact_interval, mcnemar, mcnemar_matrix, wilson_interval
 
@@ -323,7 +323,14 @@ def evaluate_adapters(
         for name, adapter in adapter_dirs.items():
             model = base if adapter is None else PeftModel.from_pretrained(base, str(adapter))
             results[name] = evaluate_model(
-                model, tokenizer, problems, max_new_tokens, batch_size, "hf", progress=progress, desc=name
+                model,
+                tokenizer,
+                problems,
+                max_new_tokens,
+                batch_size,
+                "hf",
+                progress=progress,
+                desc=f"evaluate {name}",
             )
             if adapter is not None:
                 base = model.unload()  # remove the LoRA layers: the next adapter sees the bare base
