@@ -279,7 +279,7 @@ def timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 def collect_runs(profile: Profile, design: Design, seconds: dict[str, float] | None = None) -> list[Runs]:
     """Every replicate's runs, trained where missing: the main methods, then mixtures, then contrastive."""
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     seconds = {} if seconds is None else seconds
     out = []

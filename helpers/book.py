@@ -3,6 +3,9 @@
 `python -m helpers.book --profile tiny` is what `make book` runs. Executed copies go to
 `_build/executed/<profile>/` (the committed notebooks stay output-free); the book is
 assembled in `_build/src/` and rendered to `_build/html` with warnings as errors.
+While the notebooks run, the terminal shows the stages' progress (helpers.progress) and the
+kernels run over IPC (no transport warning); `execution.json` records the run, and the book's
+execution page is written from it (helpers.execution).
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from . import execution, progress
 from .cache import REPO_ROOT, atomic_write_json
 from .cli import add_debug_flag, reports_errors
 
@@ -28,13 +33,43 @@ def notebooks() -> list[Path]:
     return sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
+def kernel_manager_class() -> type | None:
+    """A kernel manager that talks to the kernel over IPC (Unix sockets), where it can: over TCP
+    ipykernel prints "Kernel is running over TCP without encryption" for every notebook. None
+    (papermill's default, TCP) where there are no Unix sockets or the socket path would be too long."""
+    from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.paths import jupyter_runtime_dir
+    from traitlets import CaselessStrEnum
+
+    # the sockets are <runtime dir>/kernel-<uuid>-ipc-<port>; AF_UNIX paths end at 107 bytes
+    if os.name != "posix" or len(jupyter_runtime_dir()) > 107 - 60:
+        return None
+
+    class IpcKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IpcKernelManager
+
+
+def book_eta(previous: dict[str, Any] | None, queue: list[str], current: str, elapsed: float) -> float | None:
+    """Seconds left, from the previous run's chapter times: what `current` has still to go plus the
+    chapters after it in `queue`. None when an earlier time is missing for any of them."""
+    chapters = (previous or {}).get("chapters", {})
+    rest = queue[queue.index(current) :]
+    if any(stem not in chapters for stem in rest):
+        return None
+    return max(0.0, chapters[current]["seconds"] - elapsed) + sum(chapters[s]["seconds"] for s in rest[1:])
+
+
 def execute(
     profile: str, out_dir: Path, only: list[str] | None = None, kernel: str = "python3"
 ) -> dict[str, float]:
     """Run each notebook with papermill on `profile`; returns wall seconds per notebook.
 
     A notebook is written to a temporary name and renamed when it finished, so a failed
-    run never leaves an executed copy that looks complete.
+    run never leaves an executed copy that looks complete. The progress of the work inside
+    the kernels reaches this terminal through a side-channel file (helpers.progress); each
+    finished notebook's time goes into `out_dir/execution.json` (helpers.execution).
     """
     import papermill
 
@@ -43,32 +78,56 @@ def execute(
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     out_dir.mkdir(parents=True, exist_ok=True)
+    queue = [nb for nb in notebooks() if not only or any(nb.stem.startswith(o) for o in only)]
+    previous = execution.load(out_dir / execution.RECORD)
+    started = execution.now()
+    manager = kernel_manager_class()
+    engine = {"kernel_manager_class": manager} if manager else {}
+    side = out_dir / ".progress.jsonl"
+    side.unlink(missing_ok=True)
+    saved = os.environ.get(progress.PROGRESS_ENV)
+    os.environ[progress.PROGRESS_ENV] = str(side)
     timings: dict[str, float] = {}
-    for nb in notebooks():
-        if only and not any(nb.stem.startswith(o) for o in only):
-            continue
-        target = out_dir / nb.name
-        partial = out_dir / f".{nb.stem}.partial.ipynb"
-        print(f"[book] executing {nb.name} on profile {profile}", flush=True)
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(nb),
-                str(partial),
-                parameters={"PROFILE": profile},
-                kernel_name=kernel,
-                cwd=str(NOTEBOOK_DIR),
-                progress_bar=False,
-            )
-        except Exception:
-            failed = out_dir / f"{nb.stem}.failed.ipynb"
-            if partial.exists():
-                os.replace(partial, failed)
-                print(f"[book] {nb.name} failed; the executed copy is at {failed}", file=sys.stderr)
-            raise
-        os.replace(partial, target)
-        timings[nb.stem] = time.perf_counter() - start
-        print(f"[book] {nb.name}: {timings[nb.stem]:.1f} s", flush=True)
+    current = {"stem": "", "start": time.perf_counter()}
+    monitor = progress.Monitor(side)
+    monitor.label = lambda: f"{current['stem']} {progress.duration(time.perf_counter() - current['start'])}"
+    monitor.eta = lambda: book_eta(
+        previous, [nb.stem for nb in queue], current["stem"], time.perf_counter() - current["start"]
+    )
+    try:
+        with monitor:
+            for nb in queue:
+                target = out_dir / nb.name
+                partial = out_dir / f".{nb.stem}.partial.ipynb"
+                monitor.say(f"[book] executing {nb.name} on profile {profile}")
+                current.update(stem=nb.stem, start=time.perf_counter())
+                try:
+                    papermill.execute_notebook(
+                        str(nb),
+                        str(partial),
+                        parameters={"PROFILE": profile},
+                        kernel_name=kernel,
+                        cwd=str(NOTEBOOK_DIR),
+                        progress_bar=False,
+                        **engine,
+                    )
+                except Exception:
+                    failed = out_dir / f"{nb.stem}.failed.ipynb"
+                    if partial.exists():
+                        os.replace(partial, failed)
+                        print(f"[book] {nb.name} failed; the executed copy is at {failed}", file=sys.stderr)
+                    raise
+                os.replace(partial, target)
+                timings[nb.stem] = time.perf_counter() - current["start"]
+                monitor.tick()  # the stages that finished at the notebook's end
+                monitor.say(f"[book] {nb.name}: {timings[nb.stem]:.1f} s")
+                execution.update(out_dir / execution.RECORD, profile, started, {nb.stem: timings[nb.stem]})
+    finally:
+        if saved is None:
+            os.environ.pop(progress.PROGRESS_ENV, None)
+        else:
+            os.environ[progress.PROGRESS_ENV] = saved
+        side.unlink(missing_ok=True)
     return timings
 
 
@@ -84,7 +143,37 @@ def assemble(executed: Path, src: Path | None = None) -> Path:
     shutil.copytree(executed, src / "notebooks", ignore=shutil.ignore_patterns(".*", "*.failed.ipynb"))
     for nb in (src / "notebooks").glob("*.ipynb"):
         _show_only_the_parameters_used(nb)
+    execution.write_page(executed, src)
+    _set_repository(src / "_config.yml", repository_url())
     return src
+
+
+def repository_url(root: Path = REPO_ROOT) -> str | None:
+    """The web address of the git remote `origin` (an https URL; scp-style git@host:owner/repo
+    is rewritten), or None where there is no remote: the book links no repository it cannot name."""
+    try:
+        url = subprocess.run(
+            ["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if url.startswith("git@") and ":" in url:
+        host, path = url[len("git@") :].split(":", 1)
+        url = f"https://{host}/{path}"
+    if not url.startswith(("https://", "http://")):
+        return None  # a local path or ssh:// remote is no address for a reader
+    return url.removesuffix(".git")
+
+
+def _set_repository(config: Path, url: str | None) -> None:
+    """Name the repository in the assembled book's `_config.yml` (and show its button) when there is
+    one; otherwise blank jupyter-book's default (its own repository) so no page links a made-up one."""
+    import yaml
+
+    data = yaml.safe_load(config.read_text())
+    data["repository"] = {"url": url or "", "path_to_book": ".", "branch": "main"}
+    data.setdefault("html", {})["use_repository_button"] = bool(url)
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 def _show_only_the_parameters_used(path: Path) -> None:

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .cache import atomic_write_json, read_json, runs_root, stable_hash
 from .deltas import LowRankDelta, parse_module
 from .geometry import pairwise_report
+from .progress import tqdm
 from .subspaces import factored_svd, subspace_angles
 
 # Bump when the sampling or the measures change, so cached baselines are not reused.

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from .progress import tqdm
 
 
 class CKAError(ValueError):

@@ -10,12 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .cka import cka_by_layer, hidden_states
 from .claims import BARRIER_KINDS, BARRIER_MARGIN, CONTROL_PATHS
 from .connectivity import MEASURES, barrier, merged, path_losses, ray_losses
 from .deltas import LowRankDelta
+from .progress import tqdm
 
 Deltas = Mapping[str, LowRankDelta]
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from helpers.deltas import LowRankDelta
 from helpers.prompting import build_completion, build_prompt, tokenize_pair, uses_chat_template
+
+from .progress import tqdm
 
 
 class ConnectivityError(ValueError):

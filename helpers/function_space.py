@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+
+from .progress import tqdm
 
 Sequences = Sequence[tuple[list[int], list[int]]]  # (prompt token ids, completion token ids)
 

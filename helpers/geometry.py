@@ -19,7 +19,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
-from tqdm.auto import tqdm
 
 from helpers.deltas import LowRankDelta, check_compatible
 from helpers.geometry_table import json_safe, report_table
@@ -42,6 +41,8 @@ from helpers.subspaces import (
     subspace_angles,
     top1_alignment,
 )
+
+from .progress import tqdm
 
 __all__ = [
     "READINGS",

@@ -24,10 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from .cache import stable_hash
 from .profiles import Profile
+from .progress import tqdm
 from .replicates import replicate_ids, replicate_profile, replicate_run_names
 
 WORKERS_ENV = "WSG_WORKERS"

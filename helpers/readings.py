@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .cache import atomic_write_json, read_json, runs_root, stable_hash
 from .deltas import LowRankDelta, parse_module
+from .progress import tqdm
 from .study import load_study
 from .subspaces import (
     READINGS,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
+from .progress import tqdm
 from .prompting import build_completion, build_prompt
 
 REQUIRED_FIELDS = ("prompt_id", "prompt", "completion", "reward")
@@ -132,8 +132,9 @@ def sample_completions(
     tokenizer.padding_side = "left"  # every row continues from the right edge
     out: list[tuple] = []
     model.eval()
+    bar = tqdm(total=len(flat), desc=desc, leave=False, unit="rollout")
     try:
-        for start in tqdm(range(0, len(flat), batch_size), desc=desc, leave=False):
+        for start in range(0, len(flat), batch_size):
             chunk = flat[start : start + batch_size]
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             gen = torch.Generator(device=device).manual_seed(seed * 100_003 + start)
@@ -143,7 +144,9 @@ def sample_completions(
             texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
             for text, logp, row in zip(texts, logps, ids, strict=True):
                 out.append((text, logp, row) if return_ids else (text, logp))
+            bar.update(len(chunk))
     finally:
+        bar.close()
         tokenizer.padding_side = side
     return out
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, Qwen3Config
 
 from .profiles import ModelConfig
+from .progress import tqdm
 from .seeding import seed_everything, torch_generator
 
 EOS = "<|endoftext|>"
@@ -246,7 +246,7 @@ def pretrain(
     batches = length_grouped_batches([len(s) for s in data], batch_size, steps, gen)
     with fast_cpu_matmul(model) as log.onednn:
         start = time.perf_counter()
-        bar = tqdm(range(1, steps + 1), desc=desc, leave=False)
+        bar = tqdm(range(1, steps + 1), desc=desc, leave=False, unit="step")
         for step in bar:
             input_ids, mask, labels = _batch(data, n_prompt, batches[step - 1], pad)
             out = model(
@@ -262,7 +262,8 @@ def pretrain(
             if step % 10 == 0 or step == steps:
                 log.steps.append(step)
                 log.loss.append(out.loss.item())
-                bar.set_postfix(loss=f"{log.loss[-1]:.3f}")
+                tokens_per_s = log.tokens / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix({"loss": f"{log.loss[-1]:.3f}", "tokens/s": f"{tokens_per_s:.0f}"})
             if step in checkpoints:
                 save_model(model, tokenizer, checkpoints[step])
         log.seconds = time.perf_counter() - start

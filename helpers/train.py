@@ -32,6 +32,7 @@ from helpers.checkpoints import StepAdapters
 from helpers.losses import BLOCKS, REFERENCE_COLUMNS, loss_hparams
 from helpers.method_data import build_method_dataset, load_rollouts
 from helpers.profiles import Profile, profile_source
+from helpers.progress import step_progress
 from helpers.reference_cache import cached_reference_logps as _cached_reference_logps
 from helpers.reference_cache import tokenizer_fingerprint as _tokenizer_fingerprint  # noqa: F401 (tests)
 from helpers.seeding import seed_everything
@@ -245,6 +246,7 @@ def train_method(
         state.is_main_process,
     )
     trainer.add_callback(kept)
+    trainer.add_callback(step_progress(f"{control or method} (seed {profile.train.seed})"))
     start = time.time()
     try:
         result = trainer.train()
@@ -333,6 +335,7 @@ def _train_online_grpo(
         train_dataset=Dataset.from_list(list(prompts.values())),
         processing_class=tokenizer,
     )
+    trainer.add_callback(step_progress(f"online_grpo (seed {profile.train.seed})"))
     start = time.time()
     try:
         trainer.train()

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import Trainer
 
 from helpers import losses
@@ -23,6 +22,8 @@ from helpers.cache import atomic_write_json, replace_folder, scratch_path
 from helpers.logps import token_logps
 from helpers.method_data import MethodDataError
 from helpers.prompting import tokenize_pair
+
+from .progress import tqdm
 
 FLOAT_COLUMNS = ("reward", "advantage", "ref_chosen_logps", "ref_rejected_logps", "ref_logps", "ref_kl_logps")
 # A last_good folder holds an adapter and this record; train.check_out_dir recognises it by both.

@@ -220,8 +220,8 @@ def test_math_verify_is_imported_lazily_and_not_for_numbers():
 def test_an_adversarial_answer_cannot_stall_grading():
     """`9^{9^{9^9}}` makes sympy run for ever; math-verify's time limit turns it into a wrong answer."""
     out = _python(
-        "import time, helpers.data as d\n"
-        "d.SYMBOLIC_TIMEOUT_S = 1\n"
+        "import time, helpers.data as d, helpers.grading as g\n"
+        "g.SYMBOLIC_TIMEOUT_S = 1\n"
         "start = time.perf_counter()\n"
         "print(d.is_correct('x = \\\\boxed{9^{9^{9^{9}}}}', '\\\\frac{\\\\sqrt{3}}{2}'))\n"
         "print(time.perf_counter() - start)",
