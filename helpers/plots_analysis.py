@@ -335,7 +335,8 @@ def accuracy_against(
     if "base" in evaluation["accuracy"]:
         ax.axhline(evaluation["accuracy"]["base"], color="black", ls="--", lw=1, label="base model")
     ys = [v for n in runs for v in evaluation["ci"][n]] + [evaluation["accuracy"].get("base", 0.0)]
-    ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05)))
+    # a little room below 0 and above 1, so a point or the base line on the edge stays visible
+    ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(max(-0.02, min(ys) - 0.05), min(1.02, max(ys) + 0.05)))
     if log:
         ax.set_xscale("log")
     return ax
