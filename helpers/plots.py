@@ -13,8 +13,21 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 METHOD_ORDER = ["sft", "rft", "dft", "rift", "rift_paper", "grpo", "grpo_paper", "dpo"]
-PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("tab10", len(METHOD_ORDER)), strict=True))
 CONTROL_RUNS = ("sft_order", "sft_seed", "dpo_samelr", "online_grpo")
+# Controls get their own colour and line style: two SFT reruns drawn in SFT's blue and dashed
+# alike could not be told apart (and neither from SFT where they overlap it).
+PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("tab10", len(METHOD_ORDER)), strict=True)) | {
+    "sft_order": sns.color_palette("tab10")[8],
+    "sft_seed": sns.color_palette("tab10")[9],
+    "dpo_samelr": (0.0, 0.0, 0.0),
+    "online_grpo": (0.55, 0.35, 0.0),
+}
+CONTROL_STYLES = {
+    "sft_order": "--",
+    "sft_seed": "-.",
+    "dpo_samelr": ":",
+    "online_grpo": (0, (5, 1, 1, 1, 1, 1)),
+}
 
 
 def set_style() -> None:
@@ -98,21 +111,26 @@ def rollout_rewards(summary: dict, k: int) -> plt.Figure:
     )
     shares = [summary["all_wrong_share"], summary["mixed_share"], summary["all_correct_share"]]
     axes[1].barh(["all wrong", "mixed", "all right"], shares, color=["C3", "C0", "C2"])
-    axes[1].set(xlim=(0, 1), xlabel="share of prompts", title=f"{summary['dpo_pairs']} DPO pairs")
+    axes[1].set(xlim=(0, 1), xlabel="share of prompts", title="groups by outcome")
     for y, s in enumerate(shares):
         axes[1].text(s + 0.01, y, f"{s:.0%}", va="center")
     return fig
 
 
+def run_of(label: str) -> str:
+    """The run a series is about: "sft-rft" or "base-rft" (a pair with a reference) is rft."""
+    return label.split("-", 1)[-1] if "-" in label else label
+
+
 def color_of(run: str) -> tuple:
-    """One colour per method; controls take their method's colour."""
-    base = run.split("_")[0] if run not in PALETTE else run
-    return PALETTE.get(base, (0.4, 0.4, 0.4))
+    """One colour per method and per control; other runs (e.g. dpo_norm) take their method's."""
+    run = run_of(run)
+    return PALETTE.get(run, PALETTE.get(run.split("_")[0], (0.4, 0.4, 0.4)))
 
 
-def line_style(run: str) -> str:
-    """Controls are dashed, methods solid."""
-    return "--" if run in CONTROL_RUNS else "-"
+def line_style(run: str):
+    """Methods solid, each control its own dash pattern (so reruns of one method stay apart)."""
+    return CONTROL_STYLES.get(run_of(run), "-")
 
 
 def panel_grid(n: int, cols: int, width: float, height: float):

@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 from .plots import color_of, line_style, panel_grid, set_style
 
@@ -239,7 +241,7 @@ def cka_curves(by_pair: Mapping[str, Sequence[float]], title: str) -> plt.Figure
     for pair, values in by_pair.items():
         other = pair.split("-", 1)[1]
         ax.plot(range(len(values)), values, marker="o", ms=3, label=pair, color=color_of(other))
-    ax.set(xlabel="layer (0 = embeddings)", ylabel="CKA", title=title)
+    ax.set(xlabel="block output (0 = first block; embeddings not compared)", ylabel="CKA", title=title)
     ax.legend(frameon=False, fontsize=8, ncol=2)
     return fig
 
@@ -258,30 +260,41 @@ def accuracy_bars(evaluation: Mapping) -> plt.Figure:
     return fig
 
 
-def mcnemar_heatmap(evaluation: Mapping, adjusted: bool = True) -> plt.Figure:
-    """Exact McNemar p-values of every pair (Holm-adjusted by default), on a log colour scale."""
+HOLM_ALPHA = 0.05
+HOLM_COLORS = ("#eef1f5", "#23456e")  # p >= alpha, p < alpha
+
+
+def mcnemar_heatmap(evaluation: Mapping, adjusted: bool = True, alpha: float = HOLM_ALPHA) -> plt.Figure:
+    """Exact McNemar p-value of every pair (Holm-adjusted by default) as text, each cell in one of
+    two colours: dark where p < alpha (the pair differs), light elsewhere, with a key saying so,
+    so the survivors are read off the colour, not guessed from a continuous scale."""
     set_style()
     names = list(evaluation["accuracy"])
     table = evaluation["mcnemar_p_holm" if adjusted else "mcnemar_p"]
-    mat = pd.DataFrame(np.ones((len(names), len(names))), index=names, columns=names)
-    for pair, p in table.items():
+    p = np.full((len(names), len(names)), np.nan)
+    for pair, value in table.items():
         a, b = _split_pair(pair, names)
-        mat.loc[a, b] = mat.loc[b, a] = p
+        p[names.index(a), names.index(b)] = p[names.index(b), names.index(a)] = value
+    significant = np.where(np.isnan(p), np.nan, (p < alpha).astype(float))
     size = 0.55 * len(names) + 2
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(
-        np.log10(mat.clip(lower=1e-12)),
-        annot=mat.map(lambda p: f"{p:.2g}"),
-        fmt="",
-        ax=ax,
-        cmap="mako",
-        vmin=-6,
-        vmax=0,
-        square=True,
-        annot_kws={"fontsize": 7},
-        cbar_kws={"shrink": 0.7, "label": "log10 p"},
-    )
-    ax.set_title(f"exact McNemar p ({'Holm-adjusted' if adjusted else 'raw'})")
+    fig, ax = plt.subplots(figsize=(size + 2.5, size))
+    ax.imshow(np.ma.masked_invalid(significant), cmap=ListedColormap(HOLM_COLORS), vmin=0, vmax=1)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if not np.isnan(p[i, j]):
+                dark = significant[i, j] == 1
+                text = f"{p[i, j]:.2g}" + ("*" if dark else "")
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.grid(False)
+    kind = "Holm-adjusted" if adjusted else "raw"
+    handles = [
+        Patch(facecolor=HOLM_COLORS[1], label=f"{kind} p < {alpha:g}: differ (*)"),
+        Patch(facecolor=HOLM_COLORS[0], edgecolor="0.7", label=f"{kind} p >= {alpha:g}"),
+    ]
+    ax.legend(handles=handles, frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(f"exact McNemar p ({kind})")
     return fig
 
 
@@ -293,17 +306,63 @@ def _split_pair(pair: str, names: Sequence[str]) -> tuple[str, str]:
     raise KeyError(f"cannot split pair {pair!r} into two of {list(names)}")
 
 
-def accuracy_against(evaluation: Mapping, xs: Mapping[str, float], xlabel: str, ax=None) -> plt.Axes:
-    """Accuracy of each model against one number per model (update norm, angle to SFT...)."""
+MARKERS = "osD^v<>phX*P8H"
+
+
+def accuracy_against(
+    evaluation: Mapping, xs: Mapping[str, float], xlabel: str, ax=None, log: bool = False
+) -> plt.Axes:
+    """Accuracy of each model against one number per model (update norm, angle to SFT...):
+    a coloured marker per run (no text labels to pile up; the legend names them) and the base
+    model's accuracy as a dashed line."""
     set_style()
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.5))
-    for name, x in xs.items():
-        if name not in evaluation["accuracy"] or x is None or (isinstance(x, float) and math.isnan(x)):
-            continue
+    runs = [n for n in xs if n in evaluation["accuracy"] and not _nan(xs[n])]
+    for k, name in enumerate(runs):
         lo, hi = evaluation["ci"][name]
         y = evaluation["accuracy"][name]
-        ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], marker="o", color=color_of(name), capsize=2)
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
-    ax.set(xlabel=xlabel, ylabel="accuracy")
+        ax.errorbar(
+            [xs[name]],
+            [y],
+            yerr=[[y - lo], [hi - y]],
+            marker=MARKERS[k % len(MARKERS)],
+            color=color_of(name),
+            capsize=2,
+            ls="none",
+            label=name,
+        )
+    if "base" in evaluation["accuracy"]:
+        ax.axhline(evaluation["accuracy"]["base"], color="black", ls="--", lw=1, label="base model")
+    ys = [v for n in runs for v in evaluation["ci"][n]] + [evaluation["accuracy"].get("base", 0.0)]
+    # a little room below 0 and above 1, so a point or the base line on the edge stays visible
+    ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(max(-0.02, min(ys) - 0.05), min(1.02, max(ys) + 0.05)))
+    if log:
+        ax.set_xscale("log")
     return ax
+
+
+def accuracy_against_geometry(
+    evaluation: Mapping, panels: Mapping[str, Mapping[str, float]], log: Sequence[str] = ()
+) -> plt.Figure:
+    """`accuracy_against` side by side for several geometry numbers ({xlabel: {run: x}}), one
+    legend for all panels right of the last one."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2, 3.8), squeeze=False)
+    for ax, (xlabel, xs) in zip(axes[0], panels.items(), strict=True):
+        accuracy_against(evaluation, xs, xlabel, ax, log=xlabel in log)
+    fig.tight_layout()
+    handles, labels = {}, []
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    labels = list(handles)
+    axes[0][-1].legend(
+        [handles[k] for k in labels],
+        labels,
+        frameon=False,
+        fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncol=1 + len(labels) // 15,
+    )
+    return fig

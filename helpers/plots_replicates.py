@@ -7,13 +7,17 @@ where for a series (per layer, per step) mean/min/max are lists.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
+from .connectivity import barrier
 from .plots import color_of, line_style, panel_grid, set_style
+from .spread import spread_text, summarise
 
 CHANCE_COLOR = "0.55"
 Summary = Mapping[str, Any]
@@ -99,13 +103,19 @@ def summary_lines(
     ylim: tuple[float, float] | None = None,
     chord: bool = False,
     legend: bool = True,
+    sharey: bool = False,
 ) -> plt.Figure:
     """One panel per entry of `panels` ({title: {series: summary of a list}}): each series' mean
     line with a band from its smallest to its largest replicate. `x` is shared or per series;
     `bands` holds per panel a chance band ({mean, lo, hi} lists); `chord` draws the straight
-    line between a series' mean endpoints (mode connectivity)."""
+    line between a series' mean endpoints (mode connectivity). Integer x (layers) get integer
+    ticks only; the legend sits right of the last panel, off the data."""
     set_style()
     fig, axes = panel_grid(len(panels), cols, 4.2, 3.2)
+    if sharey:
+        visible = list(axes.flat)[: len(panels)]
+        for ax in visible[1:]:
+            ax.sharey(visible[0])
     for ax, (title, series) in zip(axes.flat, panels.items(), strict=False):
         for label, s in series.items():
             if not _present_list(s):
@@ -126,6 +136,8 @@ def summary_lines(
         shared = x if not isinstance(x, Mapping) else None
         if shared is not None and len(shared) <= 16 and all(float(v).is_integer() for v in shared):
             ax.set_xticks(list(shared))  # layers
+        elif _integers(x):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # never a tick at layer 0.5
         if log:
             ax.set_yscale("log")
         if ylim:
@@ -136,6 +148,25 @@ def summary_lines(
     if legend and any(len(s) > 1 for s in panels.values()):
         _legend_outside(axes.flat[min(len(panels), axes.size) - 1])
     return fig
+
+
+def _integers(x: Sequence[float] | Mapping[str, Sequence[float]]) -> bool:
+    columns = x.values() if isinstance(x, Mapping) else [x]
+    return all(float(v).is_integer() for xs in columns for v in xs)
+
+
+CKA_FLOOR = 0.9
+
+
+def cka_lines(panels: Mapping[str, Mapping[str, Summary]], layers: Sequence[int]) -> plt.Figure:
+    """CKA per block over replicates on a fixed axis from CKA_FLOOR (lower only when a value
+    is) to 1, so a 0.005 drop looks as small as it is. Layer i is block i's output: the
+    embedding output is not compared (helpers.cka.hidden_states drops it)."""
+    lows = [v for series in panels.values() for s in series.values() if s for v in s["min"] if v is not None]
+    floor = min([CKA_FLOOR, *(math.floor(v * 10) / 10 for v in lows)])
+    return summary_lines(
+        panels, layers, "block output (0 = first block; embeddings not compared)", "CKA", ylim=(floor, 1.002)
+    )
 
 
 def _present_list(s: Summary | None) -> bool:
@@ -174,21 +205,38 @@ def pair_heatmap(table: Mapping[str, Summary], names: Sequence[str], title: str,
     return fig
 
 
+def _rise_above_chord(ts: Sequence[float], losses: Sequence[float]) -> list[float]:
+    """Loss minus the straight line between the endpoint losses (the chord barrier is its max)."""
+    t, y = np.asarray(ts, dtype=float), np.asarray(losses, dtype=float)
+    line = y[0] + (t - t[0]) / (t[-1] - t[0]) * (y[-1] - y[0])
+    return (y - line).tolist()
+
+
 def path_curves(paths: Mapping[str, Mapping[str, Summary]], measure: str = "answer_ce") -> plt.Figure:
-    """Loss along each straight path between two updates ({"a-b": summarised path_losses}), one
-    panel per path: the mean over replicates, its range as a band, and the chord between the
-    mean endpoints (a curve above it has a barrier)."""
-    ylabel = {"answer_ce": "answer CE (nats/token)", "solution_nll": "solution NLL (nats/token)"}
+    """Rise of the loss above the chord along each straight path between two updates
+    ({"a-b": summarised path_losses}), one panel per path on one shared y axis, so equal
+    bumps look equal whatever the endpoints' level: the mean over replicates, its range as a
+    band, and the chord barrier (mean, range over replicates) in each panel's title."""
+    unit = {"answer_ce": "answer CE", "solution_nll": "solution NLL"}.get(measure, measure)
     ts = next(iter(paths.values()))["ts"]["mean"]
+    rises, barriers = {}, {}
+    for pair, curve in paths.items():
+        runs = [v for v in curve[measure]["values"] if v is not None and None not in v]
+        per_replicate = [_rise_above_chord(ts, v) for v in runs]
+        columns = [summarise([r[i] for r in per_replicate]) for i in range(len(ts))]
+        rises[pair] = {key: [c[key] for c in columns] for key in ("mean", "min", "max", "n")}
+        barriers[pair] = summarise([barrier(ts, v) for v in runs])
     fig = summary_lines(
-        {pair: {pair: curve[measure]} for pair, curve in paths.items()},
+        {pair: {pair: rise} for pair, rise in rises.items()},
         ts,
         "t",
-        ylabel.get(measure, measure),
-        chord=True,
+        f"{unit} above the chord (nats/token)",
         legend=False,
+        sharey=True,
     )
     for ax, pair in zip(fig.axes, paths, strict=False):
         a, b = pair.split("-", 1)
+        ax.axhline(0, color="grey", ls=":", lw=1)
         ax.set_xticks([0, 0.5, 1], [a, "0.5", b], fontsize=8)
+        ax.set_title(f"{pair}: barrier {spread_text(barriers[pair], '{:.2g}')}", fontsize=9)
     return fig

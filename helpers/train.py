@@ -26,6 +26,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments
+from transformers.utils.notebook import NotebookProgressCallback
 
 from helpers.cache import atomic_write_json, publish, read_json, remove_stale, replace_folder, scratch_path
 from helpers.checkpoints import StepAdapters
@@ -247,6 +248,7 @@ def train_method(
     )
     trainer.add_callback(kept)
     trainer.add_callback(step_progress(f"{control or method} (seed {profile.train.seed})"))
+    trainer.remove_callback(NotebookProgressCallback)  # its Step|Loss table would land in the book page
     start = time.time()
     try:
         result = trainer.train()
@@ -336,6 +338,7 @@ def _train_online_grpo(
         processing_class=tokenizer,
     )
     trainer.add_callback(step_progress(f"online_grpo (seed {profile.train.seed})"))
+    trainer.remove_callback(NotebookProgressCallback)  # no Step|Loss table in the book page
     start = time.time()
     try:
         trainer.train()

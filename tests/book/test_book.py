@@ -1,7 +1,9 @@
 """The rendered book: every chapter page, every figure it references, no cell error; and a
-check in headless Chromium that the landing page and a chapter render with their figures."""
+check in headless Chromium that every page renders with its figures, with a full-page screenshot
+of each saved under the build folder (_build/test-book/screenshots/) for a person to look at."""
 
 import html.parser
+import os
 import shutil
 from pathlib import Path
 
@@ -58,6 +60,20 @@ def test_executed_notebooks_have_no_cell_error(smoke_book):
                 assert out.get("output_type") != "error", f"{nb_path.name}: {out.get('ename')}"
 
 
+def test_pages_show_no_trainer_tables_nor_local_paths(smoke_book):
+    """The trainer's per-run Step | Training Loss tables and a `save_results` path echoed as a
+    cell's value are noise in a published page (issue 14.5)."""
+    runs = os.environ["WSG_RUNS"]
+    for nb_path in sorted(smoke_book["executed"].glob("*.ipynb")):
+        nb = nbformat.read(nb_path, as_version=4)
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                shown = data.get("text/html", "") + data.get("text/plain", "") + out.get("text", "")
+                assert "Training Loss" not in shown, f"{nb_path.name}: a trainer progress table in the page"
+                assert runs not in shown and "PosixPath(" not in shown, f"{nb_path.name}: a local path shown"
+
+
 def test_bibliography_resolves_every_citation(smoke_book):
     text = (smoke_book["html"] / "book" / "bibliography.html").read_text().lower()
     for title in (
@@ -98,7 +114,8 @@ def test_pages_render_in_headless_chromium(smoke_book):
     shots.mkdir(exist_ok=True)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
-        for page in ("index", "notebooks/03_delta_geometry"):
+        for page in ["index", *_toc_files()]:
+            driver.set_window_size(1280, 1600)
             driver.get((smoke_book["html"] / f"{page}.html").as_uri())
             if page == "index":  # jupyter-book's index redirects to the landing page
                 WebDriverWait(driver, 20).until(lambda d: d.current_url.endswith("book/intro.html"))
@@ -114,8 +131,14 @@ def test_pages_render_in_headless_chromium(smoke_book):
             )
             broken = [src for src, ok in images if not ok]
             assert not broken, f"{page}: figures that did not load: {broken}"
-            if page != "index":
+            if page.startswith("notebooks/") and page not in (
+                "notebooks/00_problems",
+                "notebooks/07_findings",
+            ):
                 assert images, f"{page}: no figures"
+            # the whole page in one picture (capped: Chromium cannot draw taller than 16384 px)
+            height = driver.execute_script("return document.documentElement.scrollHeight")
+            driver.set_window_size(1280, min(max(height, 1600), 16000))
             shot = shots / f"{page.replace('/', '_')}.png"
             driver.save_screenshot(str(shot))
             assert shot.stat().st_size > 10_000
