@@ -87,8 +87,9 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
         profile.analysis.eval_batch_size,
         progress=True,
     )
-    base = results.pop("base")["summary"]["accuracy"]
-    return [
+    base_result = results.pop("base")
+    base = base_result["summary"]["accuracy"]
+    rows = [
         {
             "lr": float(key),
             "accuracy": r["summary"]["accuracy"],
@@ -96,9 +97,41 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
             "ci_high": r["summary"]["ci_high"],
             "base_accuracy": base,
             "train_seconds": seconds[key],
+            **_learning_signs(profile, method, adapters[key], float(key), problems, base_result["rows"]),
         }
         for key, r in results.items()
     ]
+    return rows
+
+
+def _learning_signs(
+    profile: Profile, method: str, adapter: Path, lr: float, problems: list[dict], base_rows: list[dict]
+) -> dict[str, Any]:
+    """Passes over the data, update norm beside the noise norm, and (DPO) the held-out reward margin.
+
+    Accuracy alone can miss a preference loss that learns: DPO moves the likelihood ratio of
+    chosen over rejected before greedy answers change (issue 11.2).
+    """
+    from .deltas import load_deltas
+    from .dpo_check import heldout_pairs, margin_summary, noise_norm, reward_margins
+    from .geometry import global_norm
+    from .pipeline import lora_init_dir, student_dir
+
+    t = profile.train
+    meta = read_json(adapter / "train_meta.json")
+    out: dict[str, Any] = {
+        "passes": meta.get("epochs"),
+        "rows": (meta.get("tokenization") or {}).get("kept"),
+        "norm": global_norm(load_deltas(adapter)),
+        "noise_norm": noise_norm(
+            lora_init_dir(profile), lr, t.result_step, t.steps, t.scheduler, t.warmup_ratio, t.weight_decay
+        ),
+    }
+    if method == "dpo":
+        pairs = heldout_pairs(problems, base_rows)
+        margins = reward_margins(student_dir(profile), adapter, pairs, t.beta, profile.model.max_length)
+        out.update(margin_summary(margins))
+    return out
 
 
 def load_sweep(profile: Profile) -> dict[str, Any] | None:
