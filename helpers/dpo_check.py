@@ -141,7 +141,10 @@ def noise_norm(
     gen = torch.Generator().manual_seed(seed)
     params = []
     for d in deltas.values():
-        params += [d.B.detach().clone().float().requires_grad_(), d.A.detach().clone().float().requires_grad_()]
+        params += [
+            d.B.detach().clone().float().requires_grad_(),
+            d.A.detach().clone().float().requires_grad_(),
+        ]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     sched = get_scheduler(scheduler, opt, math.ceil(warmup_ratio * total_steps), total_steps)
     for _ in range(steps):
@@ -155,3 +158,34 @@ def noise_norm(
             (s * params[2 * i] @ params[2 * i + 1]).square().sum().item() for i, s in enumerate(scales)
         ]
     return math.sqrt(sum(squares))
+
+
+def norms_beside_noise(
+    adapters: Mapping[str, str | os.PathLike], names: Sequence[str], profile: Any
+) -> dict[str, dict[str, float]]:
+    """Each named run's update norm, the noise norm at its own rate, steps and init, and their ratio.
+
+    Runs missing from `adapters` are left out. The rate, steps and LoRA init come from each
+    run's train_meta.json; the schedule and weight decay from `profile.train`.
+    """
+    from .cache import read_json
+    from .deltas import load_deltas
+    from .geometry import global_norm
+
+    t = profile.train
+    out = {}
+    for name in [n for n in names if n in adapters]:
+        meta = read_json(Path(adapters[name]) / "train_meta.json")
+        total = max(int(meta["steps"]), int(meta.get("result_step", meta["steps"])))
+        noise = noise_norm(
+            meta["init_dir"],
+            float(meta["lr"]),
+            int(meta.get("result_step", meta["steps"])),
+            total,
+            t.scheduler,
+            t.warmup_ratio,
+            t.weight_decay,
+        )
+        norm = global_norm(load_deltas(Path(adapters[name])))
+        out[name] = {"lr": float(meta["lr"]), "norm": norm, "noise_norm": noise, "ratio": norm / noise}
+    return out

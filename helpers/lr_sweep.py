@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,62 @@ def load_sweep(profile: Profile) -> dict[str, Any] | None:
     data = read_json(path)
     data["stale"] = data.get("protocol") != protocol_hash(profile)
     return data
+
+
+def learns(row: dict[str, Any]) -> bool:
+    """A swept DPO adapter measurably learned: its held-out reward margin's interval is above 0 and
+    its accuracy is not below the base's beyond its interval. Other methods: accuracy above the base's."""
+    if "margin_ci_low" in row:
+        return row["margin_ci_low"] > 0 and row["ci_high"] >= row["base_accuracy"]
+    return row["accuracy"] > row["base_accuracy"]
+
+
+def pick_rate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sweep's rate: the most accurate among the rates that learn (ties: the larger reward margin,
+    then the smaller rate); None when no rate learns."""
+    ok = [r for r in rows if learns(r)]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["accuracy"], r.get("reward_margin", 0.0), -r["lr"]))
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    text = f"accuracy {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+    if "reward_margin" in row:
+        text += (
+            f", held-out reward margin {row['reward_margin']:.3f} "
+            f"[{row['margin_ci_low']:.3f}, {row['margin_ci_high']:.3f}] (positive on "
+            f"{row['reward_accuracy']:.0%} of {row['pairs']} pairs)"
+        )
+    if row.get("norm") is not None and row.get("noise_norm"):
+        text += f", update norm {row['norm']:.3g} = {row['norm'] / row['noise_norm']:.0f}x the noise norm"
+    if row.get("passes") is not None:
+        text += f", {row['passes']:.1f} passes over its {row.get('rows') or '?'} rows"
+    return text
+
+
+def sweep_markdown(sweep_data: dict[str, Any], profile: Profile) -> str:
+    """Chapter 02's account of the rates, from the sweep it shows: per swept method the rate the sweep
+    picks (`pick_rate`), its numbers, and whether the profile uses it."""
+    lines = []
+    for method, rows in sorted(sweep_data.get("methods", {}).items()):
+        rows = sorted(rows, key=lambda r: r["lr"])
+        rate = profile.train.lr_for(method)
+        pick = pick_rate(rows)
+        base = rows[0]["base_accuracy"]
+        used = next((r for r in rows if math.isclose(r["lr"], rate, rel_tol=1e-9)), None)
+        if pick is None:
+            head = f"no swept rate learns (the base: {base:.1%})"
+        else:
+            head = f"the sweep picks {pick['lr']:g} ({_row_text(pick)}; the base: {base:.1%})"
+        if used is None:
+            tail = f"the profile's {rate:g} was not swept"
+        elif pick is not None and used is pick:
+            tail = f"the profile uses {rate:g}"
+        else:
+            tail = f"the profile uses {rate:g} ({_row_text(used)}), not the sweep's pick"
+        lines.append(f"- **{method}**: {head}; {tail}.")
+    return "\n".join(lines)
 
 
 def _rates(text: str) -> list[float]:

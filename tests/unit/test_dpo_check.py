@@ -106,3 +106,30 @@ def test_noise_norm_is_a_random_walk_linear_in_the_rate(lora_init):
     assert norm(1e-4, 100) / short == pytest.approx(0.1, rel=0.1)
     with pytest.raises(dpo_check.DpoCheckError, match="steps"):
         dpo_check.noise_norm(lora_init, 1e-3, 0, 10)
+
+
+def test_norms_beside_noise_use_each_runs_own_rate(base_and_adapters, lora_init, tmp_path):
+    import json
+    import shutil
+
+    from helpers.deltas import load_deltas
+    from helpers.geometry import global_norm
+    from helpers.profiles import load_profile
+
+    _, folders = base_and_adapters
+    profile = load_profile("smoke")
+    t = profile.train
+    runs = {}
+    for name, lr in (("sft", 1e-3), ("dpo", 1e-5)):
+        runs[name] = tmp_path / name
+        shutil.copytree(folders["moved"], runs[name])
+        meta = {"lr": lr, "steps": 20, "result_step": 10, "init_dir": str(lora_init)}
+        (runs[name] / "train_meta.json").write_text(json.dumps(meta))
+    out = dpo_check.norms_beside_noise(runs, ["sft", "dpo", "dpo_samelr"], profile)
+    assert set(out) == {"sft", "dpo"}  # a run not trained is left out
+    for name, lr in (("sft", 1e-3), ("dpo", 1e-5)):
+        noise = dpo_check.noise_norm(lora_init, lr, 10, 20, t.scheduler, t.warmup_ratio, t.weight_decay)
+        assert out[name]["noise_norm"] == pytest.approx(noise)
+        assert out[name]["norm"] == pytest.approx(global_norm(load_deltas(runs[name])))
+        assert out[name]["ratio"] == pytest.approx(out[name]["norm"] / noise)
+    assert out["sft"]["noise_norm"] > 10 * out["dpo"]["noise_norm"]
