@@ -84,5 +84,7 @@ def measure_choice_markdown(summaries: Sequence[Summary], claim: str) -> str:
             "barrier of the same curve is then about half the endpoints' gap, not a barrier."
         )
     else:
-        out.append(f"Its largest rise above the chord over the paths is {_span(rises, '{:+.4f}')} nats/token.")
+        out.append(
+            f"Its largest rise above the chord over the paths is {_span(rises, '{:+.4f}')} nats/token."
+        )
     return " ".join(out)
