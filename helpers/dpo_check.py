@@ -55,6 +55,18 @@ def heldout_pairs(
     return pairs
 
 
+def unused_pairs(records: Sequence[Mapping[str, Any]], train: Any) -> list[dict[str, str]]:
+    """The rollout pairs DPO's cap leaves out: drawn exactly as training draws them (same seed and
+    pairs per prompt), minus the first `train.dpo_max_pairs` that it trains on. With one pair per
+    prompt they come from other prompts than the training pairs: held-out preference pairs of the
+    very distribution DPO learns from. Empty when DPO trains on every pair."""
+    from .method_data import dpo_pairs
+
+    if not train.dpo_max_pairs:
+        return []
+    return dpo_pairs(list(records), train.seed, train.dpo_pairs_per_prompt, 0)[train.dpo_max_pairs :]
+
+
 @torch.no_grad()
 def _sequence_logps(model: Any, tokenizer: Any, texts: list[tuple[str, str]], max_length: int) -> np.ndarray:
     """Summed log-prob of each completion given its prompt (one sequence at a time: tiny models)."""

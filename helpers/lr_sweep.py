@@ -114,9 +114,10 @@ def _learning_signs(
     chosen over rejected before greedy answers change (issue 11.2).
     """
     from .deltas import load_deltas
-    from .dpo_check import heldout_pairs, margin_summary, noise_norm, reward_margins
+    from .dpo_check import heldout_pairs, margin_summary, noise_norm, reward_margins, unused_pairs
     from .geometry import global_norm
-    from .pipeline import lora_init_dir, student_dir
+    from .method_data import load_rollouts
+    from .pipeline import lora_init_dir, rollouts_stage, student_dir
 
     t = profile.train
     meta = read_json(adapter / "train_meta.json")
@@ -129,9 +130,14 @@ def _learning_signs(
         ),
     }
     if method == "dpo":
-        pairs = heldout_pairs(problems, base_rows)
-        margins = reward_margins(student_dir(profile), adapter, pairs, t.beta, profile.model.max_length)
-        out.update(margin_summary(margins))
+        student, size = student_dir(profile), profile.model.max_length
+        held = unused_pairs(load_rollouts(rollouts_stage(profile) / "rollouts.jsonl"), t)
+        if len(held) >= 2:  # the rollout pairs training left out
+            out.update(margin_summary(reward_margins(student, adapter, held, t.beta, size)))
+        gold = margin_summary(
+            reward_margins(student, adapter, heldout_pairs(problems, base_rows), t.beta, size)
+        )
+        out.update({f"gold_{k}": v for k, v in gold.items()})  # gold solution vs the base's wrong answer
     return out
 
 
@@ -169,6 +175,11 @@ def _row_text(row: dict[str, Any]) -> str:
             f", held-out reward margin {row['reward_margin']:.3f} "
             f"[{row['margin_ci_low']:.3f}, {row['margin_ci_high']:.3f}] (positive on "
             f"{row['reward_accuracy']:.0%} of {row['pairs']} pairs)"
+        )
+    if "gold_reward_margin" in row:
+        text += (
+            f"; gold solution over the base's wrong answer on held-out problems {row['gold_reward_margin']:.3f} "
+            f"[{row['gold_margin_ci_low']:.3f}, {row['gold_margin_ci_high']:.3f}]"
         )
     if row.get("norm") is not None and row.get("noise_norm"):
         text += f", update norm {row['norm']:.3g} = {row['norm'] / row['noise_norm']:.0f}x the noise norm"

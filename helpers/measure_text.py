@@ -70,8 +70,9 @@ def measure_choice_markdown(summaries: Sequence[Summary], claim: str) -> str:
     label = MEASURE_LABELS.get(claim, claim)
     out.append(
         f"The claims on this profile read the **{label}**, with the chord barrier (the rise above the "
-        "straight line between the endpoint losses), because it is on-distribution and separates the "
-        f"methods: {_span(vals(claim, 'base'))} on the base, {_span(vals(claim, 'adapters_min'))} to "
+        "straight line between the endpoint losses): it scores every token of the worked solution, the "
+        "text a model that reasons first actually writes. It is "
+        f"{_span(vals(claim, 'base'))} on the base, {_span(vals(claim, 'adapters_min'))} to "
         f"{_span(vals(claim, 'adapters_max'))} on the adapters."
     )
     rises = vals(claim, "largest_chord_barrier")

@@ -133,3 +133,22 @@ def test_norms_beside_noise_use_each_runs_own_rate(base_and_adapters, lora_init,
         assert out[name]["norm"] == pytest.approx(global_norm(load_deltas(runs[name])))
         assert out[name]["ratio"] == pytest.approx(out[name]["norm"] / noise)
     assert out["sft"]["noise_norm"] > 10 * out["dpo"]["noise_norm"]
+
+
+def test_unused_pairs_are_the_pairs_the_cap_leaves_out():
+    import dataclasses
+
+    from helpers.method_data import build_method_dataset
+    from helpers.profiles import TrainConfig
+    from tests.builders import make_rollouts
+
+    records = make_rollouts(n_prompts=40, seed=3)
+    train = dataclasses.replace(TrainConfig(), dpo_pairs_per_prompt=1, dpo_max_pairs=5, seed=7)
+    trained = build_method_dataset(records, "dpo", train, seed=train.seed).to_list()
+    held = dpo_check.unused_pairs(records, train)
+    assert len(trained) == 5 and len(held) >= 2
+    # one pair per prompt: held-out pairs come from prompts DPO never trained on
+    assert not {p["prompt_id"] for p in held} & {p["prompt_id"] for p in trained}
+    every = build_method_dataset(records, "dpo", dataclasses.replace(train, dpo_max_pairs=0), seed=7)
+    assert len(held) + len(trained) == len(every)
+    assert dpo_check.unused_pairs(records, dataclasses.replace(train, dpo_max_pairs=0)) == []

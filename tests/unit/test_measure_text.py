@@ -48,7 +48,7 @@ def test_states_the_numbers_the_choice_and_why_no_barrier():
     assert "worse than uniform" in text
     assert "below 0.01 nats/token at every endpoint" in text
     assert "read the **solution NLL (nats/token)**" in text and "chord barrier" in text
-    assert "0.022 on the base, 0.013 to 0.16 on the adapters" in text
+    assert "It is 0.022 on the base, 0.013 to 0.16 on the adapters" in text
     assert "shows no barrier on any path" in text and "-0.0002" in text
 
 
