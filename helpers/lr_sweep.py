@@ -168,6 +168,11 @@ def pick_rate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     return max(ok, key=lambda r: (r["accuracy"], r.get("reward_margin", 0.0), -r["lr"]))
 
 
+def _at(rows: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
+    """The sweep row at rate `lr`, if swept."""
+    return next((r for r in rows if math.isclose(r["lr"], lr, rel_tol=1e-9)), None)
+
+
 def _row_text(row: dict[str, Any]) -> str:
     text = f"accuracy {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
     if "reward_margin" in row:
@@ -182,7 +187,7 @@ def _row_text(row: dict[str, Any]) -> str:
             f"[{row['gold_margin_ci_low']:.3f}, {row['gold_margin_ci_high']:.3f}]"
         )
     if row.get("norm") is not None and row.get("noise_norm"):
-        text += f", update norm {row['norm']:.3g} = {row['norm'] / row['noise_norm']:.0f}x the noise norm"
+        text += f", update norm {row['norm']:.3g} = {row['norm'] / row['noise_norm']:.1f}x the noise norm"
     if row.get("passes") is not None:
         text += f", {row['passes']:.1f} passes over its {row.get('rows') or '?'} rows"
     return text
@@ -197,7 +202,7 @@ def sweep_markdown(sweep_data: dict[str, Any], profile: Profile) -> str:
         rate = profile.train.lr_for(method)
         pick = pick_rate(rows)
         base = rows[0]["base_accuracy"]
-        used = next((r for r in rows if math.isclose(r["lr"], rate, rel_tol=1e-9)), None)
+        used = _at(rows, rate)
         if pick is None:
             head = f"no swept rate learns (the base: {base:.1%})"
         else:
@@ -206,8 +211,16 @@ def sweep_markdown(sweep_data: dict[str, Any], profile: Profile) -> str:
             tail = f"the profile's {rate:g} was not swept"
         elif pick is not None and used is pick:
             tail = f"the profile uses {rate:g}"
+        elif pick is None:
+            tail = f"the profile uses {rate:g} ({_row_text(used)})"
         else:
-            tail = f"the profile uses {rate:g} ({_row_text(used)}), not the sweep's pick"
+            overlap = used["ci_high"] >= pick["ci_low"] and pick["ci_high"] >= used["ci_low"]
+            tail = f"the profile uses {rate:g} ({_row_text(used)}), not the sweep's pick" + (
+                ", though their accuracy intervals overlap" if overlap else ""
+            )
+        shared = _at(sweep_data.get("methods", {}).get("sft", []), profile.train.lr)
+        if used is not None and method != "sft" and shared and shared.get("norm") and used.get("norm"):
+            tail += f", where its update is {shared['norm'] / used['norm']:.1f}x smaller than SFT's at {profile.train.lr:g}"
         lines.append(f"- **{method}**: {head}; {tail}.")
     return "\n".join(lines)
 

@@ -57,13 +57,21 @@ def test_sweep_markdown_says_whether_the_profile_uses_the_pick():
     text = sweep_markdown(sweep, profile)
     assert f"**sft**: the sweep picks {t.lr:g} (accuracy 80.0%" in text
     assert f"the profile uses {t.lr:g}." in text
-    assert f"**dpo**: the sweep picks {t.lr_for('dpo'):g}" in text and "20x the noise norm" in text
+    assert f"**dpo**: the sweep picks {t.lr_for('dpo'):g}" in text and "20.0x the noise norm" in text
     assert "18.0 passes over its 89 rows" in text and "reward margin 0.500 [0.100, 0.700]" in text
     assert "not the sweep's pick" not in text
     other = dataclasses.replace(profile, train=dataclasses.replace(t, lr=t.lr * 3))
     text = sweep_markdown(sweep, other)
     assert f"the profile uses {t.lr * 3:g} (accuracy 70.0%" in text and "not the sweep's pick" in text
-    lost = {"methods": {"sft": [row(t.lr, 0.5, 0.4, 0.6)]}}
-    assert "no swept rate learns" in sweep_markdown(lost, profile)
+    assert "intervals overlap" in text  # 0.6-0.8 against the pick's 0.7-0.9
+    apart = dataclasses.replace(profile, train=dataclasses.replace(t, lr=t.lr / 3))
+    assert "not the sweep's pick." in sweep_markdown(sweep, apart)  # 0.4-0.6 against 0.7-0.9
+    lost = {
+        "methods": {"sft": [row(t.lr, 0.5, 0.4, 0.6, norm=2.0)], "dpo": [dpo_row(t.lr_for("dpo"), 0.6, -0.1)]}
+    }
+    text = sweep_markdown(lost, profile)
+    assert "**sft**: no swept rate learns" in text and "not the sweep's pick" not in text
+    assert f"the profile uses {t.lr_for('dpo'):g} (accuracy 60.0%" in text
+    assert f"10.0x smaller than SFT's at {t.lr:g}" in text  # 2.0 / 0.2
     unswept = dataclasses.replace(profile, train=dataclasses.replace(t, lr=0.5))
     assert "the profile's 0.5 was not swept" in sweep_markdown(sweep, unswept)
