@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,9 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
         profile.analysis.eval_batch_size,
         progress=True,
     )
-    base = results.pop("base")["summary"]["accuracy"]
-    return [
+    base_result = results.pop("base")
+    base = base_result["summary"]["accuracy"]
+    rows = [
         {
             "lr": float(key),
             "accuracy": r["summary"]["accuracy"],
@@ -96,9 +98,47 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
             "ci_high": r["summary"]["ci_high"],
             "base_accuracy": base,
             "train_seconds": seconds[key],
+            **_learning_signs(profile, method, adapters[key], float(key), problems, base_result["rows"]),
         }
         for key, r in results.items()
     ]
+    return rows
+
+
+def _learning_signs(
+    profile: Profile, method: str, adapter: Path, lr: float, problems: list[dict], base_rows: list[dict]
+) -> dict[str, Any]:
+    """Passes over the data, update norm beside the noise norm, and (DPO) the held-out reward margin.
+
+    Accuracy alone can miss a preference loss that learns: DPO moves the likelihood ratio of
+    chosen over rejected before greedy answers change (issue 11.2).
+    """
+    from .deltas import load_deltas
+    from .dpo_check import heldout_pairs, margin_summary, noise_norm, reward_margins, unused_pairs
+    from .geometry import global_norm
+    from .method_data import load_rollouts
+    from .pipeline import lora_init_dir, rollouts_stage, student_dir
+
+    t = profile.train
+    meta = read_json(adapter / "train_meta.json")
+    out: dict[str, Any] = {
+        "passes": meta.get("epochs"),
+        "rows": (meta.get("tokenization") or {}).get("kept"),
+        "norm": global_norm(load_deltas(adapter)),
+        "noise_norm": noise_norm(
+            lora_init_dir(profile), lr, t.result_step, t.steps, t.scheduler, t.warmup_ratio, t.weight_decay
+        ),
+    }
+    if method == "dpo":
+        student, size = student_dir(profile), profile.model.max_length
+        held = unused_pairs(load_rollouts(rollouts_stage(profile) / "rollouts.jsonl"), t)
+        if len(held) >= 2:  # the rollout pairs training left out
+            out.update(margin_summary(reward_margins(student, adapter, held, t.beta, size)))
+        gold = margin_summary(
+            reward_margins(student, adapter, heldout_pairs(problems, base_rows), t.beta, size)
+        )
+        out.update({f"gold_{k}": v for k, v in gold.items()})  # gold solution vs the base's wrong answer
+    return out
 
 
 def load_sweep(profile: Profile) -> dict[str, Any] | None:
@@ -109,6 +149,80 @@ def load_sweep(profile: Profile) -> dict[str, Any] | None:
     data = read_json(path)
     data["stale"] = data.get("protocol") != protocol_hash(profile)
     return data
+
+
+def learns(row: dict[str, Any]) -> bool:
+    """A swept DPO adapter measurably learned: its held-out reward margin's interval is above 0 and
+    its accuracy is not below the base's beyond its interval. Other methods: accuracy above the base's."""
+    if "margin_ci_low" in row:
+        return row["margin_ci_low"] > 0 and row["ci_high"] >= row["base_accuracy"]
+    return row["accuracy"] > row["base_accuracy"]
+
+
+def pick_rate(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The sweep's rate: the most accurate among the rates that learn (ties: the larger reward margin,
+    then the smaller rate); None when no rate learns."""
+    ok = [r for r in rows if learns(r)]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["accuracy"], r.get("reward_margin", 0.0), -r["lr"]))
+
+
+def _at(rows: list[dict[str, Any]], lr: float) -> dict[str, Any] | None:
+    """The sweep row at rate `lr`, if swept."""
+    return next((r for r in rows if math.isclose(r["lr"], lr, rel_tol=1e-9)), None)
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    text = f"accuracy {row['accuracy']:.1%} [{row['ci_low']:.1%}, {row['ci_high']:.1%}]"
+    if "reward_margin" in row:
+        text += (
+            f", held-out reward margin {row['reward_margin']:.3f} "
+            f"[{row['margin_ci_low']:.3f}, {row['margin_ci_high']:.3f}] (positive on "
+            f"{row['reward_accuracy']:.0%} of {row['pairs']} pairs)"
+        )
+    if "gold_reward_margin" in row:
+        text += (
+            f"; gold solution over the base's wrong answer on held-out problems {row['gold_reward_margin']:.3f} "
+            f"[{row['gold_margin_ci_low']:.3f}, {row['gold_margin_ci_high']:.3f}]"
+        )
+    if row.get("norm") is not None and row.get("noise_norm"):
+        text += f", update norm {row['norm']:.3g} = {row['norm'] / row['noise_norm']:.1f}x the noise norm"
+    if row.get("passes") is not None:
+        text += f", {row['passes']:.1f} passes over its {row.get('rows') or '?'} rows"
+    return text
+
+
+def sweep_markdown(sweep_data: dict[str, Any], profile: Profile) -> str:
+    """Chapter 02's account of the rates, from the sweep it shows: per swept method the rate the sweep
+    picks (`pick_rate`), its numbers, and whether the profile uses it."""
+    lines = []
+    for method, rows in sorted(sweep_data.get("methods", {}).items()):
+        rows = sorted(rows, key=lambda r: r["lr"])
+        rate = profile.train.lr_for(method)
+        pick = pick_rate(rows)
+        base = rows[0]["base_accuracy"]
+        used = _at(rows, rate)
+        if pick is None:
+            head = f"no swept rate learns (the base: {base:.1%})"
+        else:
+            head = f"the sweep picks {pick['lr']:g} ({_row_text(pick)}; the base: {base:.1%})"
+        if used is None:
+            tail = f"the profile's {rate:g} was not swept"
+        elif pick is not None and used is pick:
+            tail = f"the profile uses {rate:g}"
+        elif pick is None:
+            tail = f"the profile uses {rate:g} ({_row_text(used)})"
+        else:
+            overlap = used["ci_high"] >= pick["ci_low"] and pick["ci_high"] >= used["ci_low"]
+            tail = f"the profile uses {rate:g} ({_row_text(used)}), not the sweep's pick" + (
+                ", though their accuracy intervals overlap" if overlap else ""
+            )
+        shared = _at(sweep_data.get("methods", {}).get("sft", []), profile.train.lr)
+        if used is not None and method != "sft" and shared and shared.get("norm") and used.get("norm"):
+            tail += f", where its update is {shared['norm'] / used['norm']:.1f}x smaller than SFT's at {profile.train.lr:g}"
+        lines.append(f"- **{method}**: {head}; {tail}.")
+    return "\n".join(lines)
 
 
 def _rates(text: str) -> list[float]:
