@@ -122,12 +122,13 @@ def rollouts_summary(out: Mapping[str, Any], k: int) -> str:
     g = rollouts_glue(out, k)
     roles = {role: c for role, c in out.items() if isinstance(c, dict) and "greedy" in c}
     picked = "; ".join(
-        f"the {role} at step {num(c['step'])} (greedy {pct(c['greedy'])}, sampled {pct(c['sampled'])})"
+        f"the {role} at step {num(c['step'])} ({c.get('why', '')}; greedy accuracy {pct(c['greedy'])}, "
+        f"sampled {pct(c['sampled'])})"
         for role, c in roles.items()
     )
     return bullets(
         [
-            f"The models have {g['student_parameters']} parameters; picked by accuracy: {picked}.",
+            f"The student has {g['student_parameters']} parameters. Picked: {picked}.",
             f"{g['n_rollouts']} rollouts ({g['k']} per prompt for {g['n_prompts']} prompts), "
             f"{g['reward_mean']} of them right.",
             f"{g['mixed_groups']} of {g['n_prompts']} groups ({g['mixed_share']}) are mixed, the signal of "
@@ -286,9 +287,14 @@ def completions_markdown(evaluation: Mapping[str, Mapping[str, Any]], index: int
     return "\n".join(text)
 
 
-def training_summary(out: Mapping[str, Any], methods: Sequence[str]) -> str:
-    """Chapter 2's summary from its results: runs, replicates, data passes and update norms."""
+def training_summary(out: Mapping[str, Any], methods: Sequence[str] | None = None) -> str:
+    """Chapter 2's summary from its results: runs, replicates, data passes and update norms.
+
+    `methods` defaults to the runs that are not controls.
+    """
     runs, data, norms = out["summary"]["runs"], out["summary"]["data"], out["summary"]["norms"]
+    if methods is None:
+        methods = [name for name, run in out["runs"].items() if not run.get("control")]
     sizes = "; ".join(f"{m} {spread(norms[m]['norm'])}" for m in methods if m in norms)
     lines = [
         f"{num(out['replicates'])} replicates of {len(out['runs'])} runs (replicate 0: "
