@@ -40,6 +40,15 @@ def spread(summary: Mapping[str, Any], fmt=num) -> str:
     return f"{fmt(summary['mean'])} ({fmt(summary['min'])} to {fmt(summary['max'])} over {n} replicates)"
 
 
+def brackets(summary: Mapping[str, Any], fmt=num) -> str:
+    """A summary over replicates, compact: "mean [min, max]", or the mean alone when they agree."""
+    if summary.get("mean") is None:
+        return "n/a"
+    if summary.get("n", 1) <= 1 or summary["min"] == summary["max"]:
+        return fmt(summary["mean"])
+    return f"{fmt(summary['mean'])} [{fmt(summary['min'])}, {fmt(summary['max'])}]"
+
+
 def study_text(key: str, study: Mapping[str, dict] | None = None) -> str:
     """One of the study's numbers as it states it ("about 0.74", "0.79 to 0.86"), from data/study.yaml."""
     study = load_study() if study is None else study
@@ -184,7 +193,10 @@ def step_mapping(train: Any, study: Mapping[str, dict] | None = None) -> str:
     study = load_study() if study is None else study
     ours = schedule_point(train.steps, train.result_step, train.scheduler, train.warmup_ratio)
     theirs = schedule_point(
-        int(study["setup.steps"]["value"]), int(study["setup.result_step"]["value"]), "cosine", train.warmup_ratio
+        int(study["setup.steps"]["value"]),
+        int(study["setup.result_step"]["value"]),
+        "cosine",
+        train.warmup_ratio,
     )
 
     def where(p: dict) -> str:
@@ -196,7 +208,7 @@ def step_mapping(train: Any, study: Mapping[str, dict] | None = None) -> str:
     verdict = (
         "the same point of the schedule"
         if abs(ours["share"] - theirs["share"]) < 0.05
-        else "a different point of the schedule: compare their updates as 'after training', not 'mid-training'"
+        else "not the same point of the schedule, which any comparison of the two updates has to bear in mind"
     )
     return (
         f"The study analyses {where(theirs)}; this profile analyses {where(ours)}, "
@@ -236,7 +248,12 @@ def size_vs_score(
     else:
         verdict = "inconclusive"
     summary = (
-        {"mean": sum(measured) / len(measured), "min": min(measured), "max": max(measured), "n": len(measured)}
+        {
+            "mean": sum(measured) / len(measured),
+            "min": min(measured),
+            "max": max(measured),
+            "n": len(measured),
+        }
         if measured
         else {"mean": None, "min": None, "max": None, "n": 0}
     )
@@ -295,22 +312,24 @@ def training_summary(out: Mapping[str, Any], methods: Sequence[str] | None = Non
     runs, data, norms = out["summary"]["runs"], out["summary"]["data"], out["summary"]["norms"]
     if methods is None:
         methods = [name for name, run in out["runs"].items() if not run.get("control")]
-    sizes = "; ".join(f"{m} {spread(norms[m]['norm'])}" for m in methods if m in norms)
+    sizes = ", ".join(f"{m} {brackets(norms[m]['norm'])}" for m in methods if m in norms)
     lines = [
-        f"{num(out['replicates'])} replicates of {len(out['runs'])} runs (replicate 0: "
-        f"{', '.join(out['runs'])}).",
+        f"{num(out['replicates'])} replicates; replicate 0 trains {len(out['runs'])} runs "
+        f"({', '.join(out['runs'])}). Numbers below: mean over replicates [smallest, largest].",
         f"Update norms ||dW||_F at the result step: {sizes}.",
     ]
     if "sft" in norms and "dpo" in norms and norms["dpo"]["norm"]["mean"]:
         ratio = norms["sft"]["norm"]["mean"] / norms["dpo"]["norm"]["mean"]
         lines.append(f"SFT's update is {num(ratio, 2)} times DPO's (means over replicates).")
-    passes = "; ".join(f"{m} {spread(data[m]['passes'], lambda x: num(x, 2))}" for m in methods if m in data)
-    cut = sum(data[m]["truncated"]["mean"] for m in methods if m in data)
+    passes = ", ".join(
+        f"{m} {brackets(data[m]['passes'], lambda x: num(x, 2))}" for m in methods if m in data
+    )
+    cut = ", ".join(f"{m} {brackets(data[m]['truncated'])}" for m in methods if m in data)
     dropped = sum(data[m]["dropped"]["mean"] for m in methods if m in data)
     lines.append(f"Passes over each method's data by the result step: {passes}.")
     lines.append(
-        f"Rows whose completion was cut (mean per replicate, summed over the methods): {num(cut)}; "
-        f"prompts dropped for filling `max_length`: {num(dropped)}."
+        f"Rows whose completion was cut at `max_length`: {cut}; prompts dropped, summed over the "
+        f"methods: {num(dropped)}."
     )
     first = {m: runs[m]["first_loss"]["mean"] for m in methods if m in runs}
     last = {m: runs[m]["last_loss"]["mean"] for m in methods if m in runs}
@@ -329,7 +348,9 @@ def evaluation_summary(out: Mapping[str, Any], size: Mapping[str, Any], referenc
     counts = []
     for rep in out["per_replicate"]:
         holm = rep["evaluation"].get("mcnemar_p_holm", {})
-        counts.append(sum(1 for pair, p in holm.items() if reference in pair.split("-") and p is not None and p < 0.05))
+        counts.append(
+            sum(1 for pair, p in holm.items() if reference in pair.split("-") and p is not None and p < 0.05)
+        )
     lines.append(
         f"Pairs with {reference} that differ at Holm-adjusted p < 0.05, per replicate: "
         f"{', '.join(num(c) for c in counts)}."

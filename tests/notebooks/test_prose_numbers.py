@@ -46,7 +46,9 @@ _MATH = r"\$\$.*?\$\$|\$[^$]*\$"
 
 def prose_numbers(markdown: str) -> list[str]:
     """The numbers a Markdown text writes down itself (see the module docstring)."""
-    text = re.sub(_MATH, lambda m: re.sub(r"(?<![0-9.])[0-9](?![0-9.])", "", m.group(0)), markdown, flags=re.S)
+    text = re.sub(
+        _MATH, lambda m: re.sub(r"(?<![0-9.])[0-9](?![0-9.])", "", m.group(0)), markdown, flags=re.S
+    )
     for pattern in _REMOVE:
         text = re.sub(pattern, " ", text, flags=re.S | re.M)
     return re.findall(r"[0-9](?:[0-9,.]*[0-9])?(?:%|x\b)?", text)
@@ -68,13 +70,17 @@ def _params(chapter: str):
 @pytest.mark.parametrize("chapter", _params(sorted(NOTEBOOKS)))
 def test_prose_writes_no_number_of_its_own(chapter):
     found = {i: n for i, md in enumerate(_markdown(NOTEBOOKS[chapter])) if (n := prose_numbers(md))}
-    assert not found, f"{chapter}: numbers typed into Markdown cells (cell index among Markdown: numbers): {found}"
+    assert not found, (
+        f"{chapter}: numbers typed into Markdown cells (cell index among Markdown: numbers): {found}"
+    )
 
 
 @pytest.mark.parametrize("chapter", _params(sorted(NOTEBOOKS)))
 def test_summary_is_generated_from_the_results(chapter):
     nb = nbformat.read(NOTEBOOKS[chapter], as_version=4)
-    start = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Summary"))
+    start = next(
+        i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Summary")
+    )
     after = [c for c in nb.cells[start + 1 :] if c.cell_type == "code"]
     assert any("summary" in c.source and "show(" in c.source for c in after), (
         f"{chapter}: the summary must be displayed from the results (helpers.prose), not typed"
@@ -85,7 +91,11 @@ def test_summary_is_generated_from_the_results(chapter):
 def test_every_glue_role_has_a_glue_call(chapter):
     nb = nbformat.read(NOTEBOOKS[chapter], as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    roles = {k.split(":")[0] for md in _markdown(NOTEBOOKS[chapter]) for k in re.findall(r"\{glue:[a-z]+\}`([^`]*)`", md)}
+    roles = {
+        k.split(":")[0]
+        for md in _markdown(NOTEBOOKS[chapter])
+        for k in re.findall(r"\{glue:[a-z]+\}`([^`]*)`", md)
+    }
     if not roles:
         return
     assert "glue" in code, f"{chapter} uses glue roles but glues nothing"
@@ -113,3 +123,55 @@ def test_every_glue_role_has_a_glue_call(chapter):
 )
 def test_prose_numbers_finds_typed_numbers(text, expected):
     assert prose_numbers(text) == expected
+
+
+def _glued(nb) -> set[str]:
+    return {
+        out["metadata"]["scrapbook"]["name"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for out in c.get("outputs", [])
+        if "scrapbook" in out.get("metadata", {})
+    }
+
+
+@pytest.mark.parametrize("chapter", sorted(set(NOTEBOOKS) - PENDING))
+def test_executed_chapter_glues_every_value_and_shows_a_summary_with_numbers(smoke_book, chapter):
+    nb = nbformat.read(smoke_book["executed"] / f"{chapter}.ipynb", as_version=4)
+    roles = {
+        k.split(":")[0]
+        for md in _markdown(NOTEBOOKS[chapter])
+        for k in re.findall(r"\{glue:[a-z]+\}`([^`]*)`", md)
+    }
+    assert roles <= _glued(nb), f"{chapter}: glue roles without a glued value: {roles - _glued(nb)}"
+    start = next(
+        i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Summary")
+    )
+    shown = [
+        out["data"]["text/markdown"]
+        for c in nb.cells[start + 1 :]
+        if c.cell_type == "code"
+        for out in c.get("outputs", [])
+        if "text/markdown" in out.get("data", {})
+    ]
+    assert shown and re.search(r"[0-9]", "".join(shown)), f"{chapter}: the summary shows no number of the run"
+
+
+def test_06_answers_whether_a_larger_update_scores_differently(smoke_book):
+    from helpers.profiles import load_profile
+    from helpers.results import load_results
+
+    out = load_results("smoke", "06_evaluation")
+    size = out["size_vs_score"]
+    assert len(size["rho"]) == load_profile("smoke").train.replicates
+    assert size["methods"] and not {"sft_order", "sft_seed", "dpo_samelr", "online_grpo"} & set(
+        size["methods"]
+    )
+    for rho, rep in zip(size["rho"], out["per_replicate"], strict=True):
+        scores = {rep["evaluation"]["accuracy"][m] for m in size["methods"]}
+        assert (rho is None) == (len(scores) < 2), "a replicate with tied accuracies has no rank correlation"
+        assert rho is None or -1 <= rho <= 1
+    measured = [r for r in size["rho"] if r is not None]
+    assert size["summary"]["n"] == len(measured)
+    if not measured:
+        assert size["verdict"] == "not measurable"

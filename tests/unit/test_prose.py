@@ -18,6 +18,10 @@ def test_number_formats():
     s = {"mean": 0.5, "min": 0.25, "max": 0.75, "n": 2}
     assert prose.spread(s) == "0.5 (0.25 to 0.75 over 2 replicates)"
     assert prose.spread({"mean": 0.5, "min": 0.5, "max": 0.5, "n": 3}) == "0.5 in each of 3 replicates"
+    assert (
+        prose.brackets(s) == "0.5 [0.25, 0.75]"
+        and prose.brackets({"mean": 2, "min": 2, "max": 2, "n": 2}) == "2"
+    )
 
 
 def test_study_text_reads_the_entry():
@@ -35,7 +39,13 @@ def test_study_text_reads_the_entry():
 
 
 def _rollout(pid, reward, text):
-    return {"prompt_id": pid, "question": f"question {pid}", "reference": "7", "reward": reward, "completion": text}
+    return {
+        "prompt_id": pid,
+        "question": f"question {pid}",
+        "reference": "7",
+        "reward": reward,
+        "completion": text,
+    }
 
 
 def test_rollout_pair_shows_a_right_and_a_wrong_rollout_of_one_mixed_prompt_in_full():
@@ -49,7 +59,12 @@ def test_rollout_pair_shows_a_right_and_a_wrong_rollout_of_one_mixed_prompt_in_f
     text = prose.rollout_pair(rollouts, prefer=0)
     assert "question 1" in text and "question 0" not in text
     assert "step one\nstep two\n#### 7" in text and "slip\n#### 6" in text
-    assert text.index("A right rollout") < text.index("step one") < text.index("A wrong rollout") < text.index("slip")
+    assert (
+        text.index("A right rollout")
+        < text.index("step one")
+        < text.index("A wrong rollout")
+        < text.index("slip")
+    )
     assert prose.rollout_pair(rollouts[:2]).startswith("No prompt has both")
 
 
@@ -65,7 +80,11 @@ def test_schedule_point_matches_the_cosine_formula():
 
 def test_step_mapping_places_both_result_steps():
     train = types.SimpleNamespace(
-        steps=100, result_step=100, scheduler="cosine", warmup_ratio=0.05, kept_steps=lambda: [25, 50, 75, 100]
+        steps=100,
+        result_step=100,
+        scheduler="cosine",
+        warmup_ratio=0.05,
+        kept_steps=lambda: [25, 50, 75, 100],
     )
     study = {
         "setup.steps": {"kind": "value", "value": 1500.0, "unit": "steps"},
@@ -74,7 +93,7 @@ def test_step_mapping_places_both_result_steps():
     text = prose.step_mapping(train, study)
     assert "step 1,000 of 1,500 (67% of the run, the rate at 27% of its peak)" in text
     assert "step 100 of 100 (100% of the run, the rate at 0% of its peak)" in text
-    assert "a different point of the schedule" in text
+    assert "not the same point of the schedule" in text
     train.steps, train.result_step = 150, 100
     assert "the same point of the schedule" in prose.step_mapping(train, study)
 
@@ -120,7 +139,13 @@ def test_completions_show_the_first_problem_the_models_disagree_on():
     def rows(correct):
         return {
             "rows": [
-                {"id": i, "question": f"q{i}", "reference": "1", "completion": f"answer {i} {c}", "correct": c}
+                {
+                    "id": i,
+                    "question": f"q{i}",
+                    "reference": "1",
+                    "completion": f"answer {i} {c}",
+                    "correct": c,
+                }
                 for i, c in enumerate(correct)
             ]
         }
@@ -163,7 +188,9 @@ def test_lora_layout_and_diagram_from_an_adapters_shapes():
     assert (lay["d_out"], lay["d_in"], lay["r"]) == (8, 12, 2)
     fig = lora_diagram(_deltas(), 2.0)
     texts = " ".join(t.get_text() for t in fig.axes[0].texts) + fig.axes[0].get_title()
-    assert "B\n8 x 2" in texts and "A\n2 x 12" in texts and "12 such modules = 3 layers x 4 projections" in texts
+    assert (
+        "B\n8 x 2" in texts and "A\n2 x 12" in texts and "12 such modules = 3 layers x 4 projections" in texts
+    )
     assert "r(d_in + d_out) = 40" in texts
     with pytest.raises(ValueError, match="at least one module"):
         lora_layout({})
