@@ -341,10 +341,16 @@ def training_summary(out: Mapping[str, Any], methods: Sequence[str] | None = Non
 def evaluation_summary(out: Mapping[str, Any], size: Mapping[str, Any], reference: str) -> str:
     """Chapter 6's summary from its results: accuracies, significant pairs, size against score."""
     acc = out["summary"]["evaluation"]["accuracy"]
-    best = max((m for m in acc if m != "base"), key=lambda m: acc[m]["mean"] or 0.0, default=None)
+    runs = [m for m in acc if m != "base" and acc[m]["mean"] is not None]
     lines = [f"Base model: held-out accuracy {spread(acc['base'], pct)}."]
-    if best is not None:
-        lines.append(f"Highest mean accuracy: {best}, {spread(acc[best], pct)}.")
+    if runs and len({acc[m]["mean"] for m in runs}) == 1:
+        lines.append(f"Every run scores the same mean accuracy, {pct(acc[runs[0]]['mean'])}.")
+    elif runs:
+        best = max(runs, key=lambda m: acc[m]["mean"])
+        worst = min(runs, key=lambda m: acc[m]["mean"])
+        lines.append(
+            f"Highest mean accuracy: {best}, {spread(acc[best], pct)}; lowest: {worst}, {spread(acc[worst], pct)}."
+        )
     counts = []
     for rep in out["per_replicate"]:
         holm = rep["evaluation"].get("mcnemar_p_holm", {})
@@ -356,4 +362,26 @@ def evaluation_summary(out: Mapping[str, Any], size: Mapping[str, Any], referenc
         f"{', '.join(num(c) for c in counts)}."
     )
     lines.append(size_vs_score_markdown(size).replace("**", ""))
+    return bullets(lines)
+
+
+def cka_summary(out: Mapping[str, Any]) -> str:
+    """Chapter 5's summary from its results: last-layer debiased CKA to the base and to SFT."""
+    last = out["summary"]["cka"]["last_layer"]
+    lines = [
+        f"Debiased CKA on {num(out['n_prompts'])} held-out prompts ({out['pool']}-pooled), "
+        f"{num(out['replicates'])} replicates; numbers are last-layer means [smallest, largest]."
+    ]
+    for side in ("base", "sft"):
+        pairs = {p: v for p, v in last.items() if p.startswith(f"{side}-")}
+        if pairs:
+            low = min(pairs, key=lambda p: pairs[p]["mean"])
+            text = ", ".join(
+                f"{p.split('-', 1)[1]} {brackets(v, lambda x: f'{x:.4f}')}" for p, v in pairs.items()
+            )
+            lines.append(f"To {'the base model' if side == 'base' else 'SFT'}: {text}; furthest: {low}.")
+    others = {p: v for p, v in last.items() if not p.startswith(("base-", "sft-"))}
+    if others:
+        text = ", ".join(f"{p} {brackets(v, lambda x: f'{x:.4f}')}" for p, v in others.items())
+        lines.append(f"Other pairs: {text}.")
     return bullets(lines)
