@@ -163,6 +163,17 @@ def mixture_info(profile: Profile, share: float | str, replicate: int = 0) -> di
     return {"key": key, "run": REUSED_RUNS.get(key, f"mixture-{key}"), **mixture.summary()}
 
 
+def _mixture_stage(profile: Profile, share: float | str, replicate: int) -> tuple[str, dict[str, Any]]:
+    """The stage name and inputs of SFT on the mixture of `share` in replicate `replicate`."""
+    key = share_key(share)
+    inputs = {
+        **_adapter_inputs(replicate_profile(profile, replicate)),
+        "beyond": BEYOND_VERSION,
+        "mixture": key,
+    }
+    return f"mixture-{key}", inputs
+
+
 def train_mixture(profile: Profile, share: float | str, replicate: int = 0) -> Path:
     """SFT on the mixture of `share` in replicate `replicate` (always trained: no reuse of a main run)."""
     from .mixtures import build_mixture
@@ -170,9 +181,7 @@ def train_mixture(profile: Profile, share: float | str, replicate: int = 0) -> P
     from .train import last_good_path, train_method
 
     rp = replicate_profile(profile, replicate)
-    key = share_key(share)
-    inputs = {**_adapter_inputs(rp), "beyond": BEYOND_VERSION, "mixture": key}
-    stage = f"mixture-{key}"
+    stage, inputs = _mixture_stage(profile, share, replicate)
     last_good = last_good_path(stage_folder(stage, inputs, pipeline.run_root(rp)))
 
     def build(tmp: Path) -> None:
@@ -215,22 +224,28 @@ def contrastive_profile(profile: Profile, method: str) -> Profile:
     return copy
 
 
-def contrastive_adapter(profile: Profile, method: str, replicate: int = 0) -> Path:
-    """`method` trained on the rollouts (pairs as DPO's; KTO: every rollout) at DPO's learning rate."""
+def _contrastive_stage(profile: Profile, method: str, replicate: int) -> tuple[str, dict[str, Any]]:
+    """The stage name and inputs of contrastive `method` in replicate `replicate`."""
     from .losses import loss_hparams
-    from .seeding import seed_everything
-    from .train import last_good_path, train_method
 
     rp = contrastive_profile(replicate_profile(profile, replicate), method)
-    base = replicate_profile(profile, replicate)
     inputs = {
-        **_adapter_inputs(base),
+        **_adapter_inputs(replicate_profile(profile, replicate)),
         "beyond": BEYOND_VERSION,
         "method": method,
         "lr": rp.train.lr_for(method),
         "hparams": loss_hparams(method, rp.train),
     }
-    stage = f"contrastive-{method}"
+    return f"contrastive-{method}", inputs
+
+
+def contrastive_adapter(profile: Profile, method: str, replicate: int = 0) -> Path:
+    """`method` trained on the rollouts (pairs as DPO's; KTO: every rollout) at DPO's learning rate."""
+    from .seeding import seed_everything
+    from .train import last_good_path, train_method
+
+    rp = contrastive_profile(replicate_profile(profile, replicate), method)
+    stage, inputs = _contrastive_stage(profile, method, replicate)
     last_good = last_good_path(stage_folder(stage, inputs, pipeline.run_root(rp)))
 
     def build(tmp: Path) -> None:
@@ -282,6 +297,8 @@ def collect_runs(profile: Profile, design: Design, seconds: dict[str, float] | N
     from .progress import tqdm
 
     seconds = {} if seconds is None else seconds
+    with timed(seconds, "training"):
+        _train_missing(profile, design)
     out = []
     for j in tqdm(replicate_ids(profile), desc="replicates"):
         rp = replicate_profile(profile, j)
@@ -295,6 +312,50 @@ def collect_runs(profile: Profile, design: Design, seconds: dict[str, float] | N
             contrastive = {m: contrastive_adapter(profile, m, j) for m in chosen}
         out.append(Runs(j, main, mixtures, info, contrastive))
     return out
+
+
+def _train_missing(profile: Profile, design: Design, workers: int | None = None) -> None:
+    """Train every run of the chapter not yet built, concurrently (helpers.parallel): the main
+    methods of every replicate, then the mixtures and contrastive runs, which read them."""
+    from .parallel import prepare_upstream, run_calls, train_adapters
+
+    ids = replicate_ids(profile)
+    train_adapters(
+        [(replicate_profile(profile, j), m) for j in ids for m in profile.train.methods],
+        workers,
+        [f"{m} (replicate {j})" for j in ids for m in profile.train.methods],
+    )
+    calls = []
+    for j in ids:
+        root = pipeline.run_root(replicate_profile(profile, j))
+        for share in design.shares:
+            if share_key(share) not in REUSED_RUNS and not is_done(
+                stage_folder(*_mixture_stage(profile, share, j), root)
+            ):
+                calls.append(
+                    (
+                        _build_run,
+                        ("mixture", profile, share, j),
+                        f"mixture {share_key(share)} (replicate {j})",
+                    )
+                )
+        for method in design.contrastive if j < design.contrastive_replicates else ():
+            if not is_done(stage_folder(*_contrastive_stage(profile, method, j), root)):
+                calls.append((_build_run, ("contrastive", profile, method, j), f"{method} (replicate {j})"))
+    if calls:
+        prepare_upstream([replicate_profile(profile, j) for j in ids])
+        for j in ids:
+            completion_lengths(replicate_profile(profile, j))  # shared by every mixture: once, here
+        run_calls(calls, workers)
+
+
+def _build_run(kind: str, profile: Profile, what: float | str, replicate: int) -> None:
+    """Worker job: one mixture or contrastive run of the chapter (a module-level function: picklable)."""
+    pipeline.configure_environment(profile)
+    if kind == "mixture":
+        train_mixture(profile, what, replicate)
+    else:
+        contrastive_adapter(profile, str(what), replicate)
 
 
 def step_adapters(profile: Profile, run_dir: str | Path) -> dict[int, Path]:

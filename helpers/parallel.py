@@ -20,7 +20,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +71,8 @@ def _train_one(profile: Profile, name: str) -> dict[str, Any]:
     return {"path": str(folder), "wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
 
 
-def _prepare(profiles: Sequence[Profile]) -> None:
-    """Build what every run reads before the workers start: upstream stages and each LoRA init."""
+def prepare_upstream(profiles: Sequence[Profile]) -> None:
+    """Build what every run reads before workers start: upstream stages and each LoRA init (once, here)."""
     from .pipeline import lora_init_dir, rollouts_stage, student_dir
     from .train import make_lora_init
 
@@ -98,25 +98,36 @@ def train_adapters(
         seen.add(key)
     if missing:
         distinct = {stable_hash(p.to_dict()): p for p, _, _ in missing}
-        _prepare(list(distinct.values()))
+        prepare_upstream(list(distinct.values()))
         workers = min(workers or worker_count(), len(missing))
         _run(missing, workers)
     return [adapter_stage(profile, name) for profile, name in jobs]
 
 
 def _run(missing: list[tuple[Profile, str, str]], workers: int) -> None:
+    run_calls([(_train_one, (profile, name), label) for profile, name, label in missing], workers)
+
+
+def run_calls(calls: Sequence[tuple[Callable[..., Any], tuple, str]], workers: int | None = None) -> None:
+    """Run each (function, args, label) once, in `workers` spawned single-thread processes (default
+    `worker_count()`; 1 = here, in order), with one progress line. The functions must be importable
+    (module level) and build cached stages: what they return is dropped, their stages stay. A failed
+    call stops the ones not yet started and raises its error, named by its label."""
+    if not calls:
+        return
+    workers = min(workers or worker_count(), len(calls))
     bar = tqdm(
-        total=len(missing), desc=f"training ({workers} process{'es' if workers > 1 else ''})", unit="run"
+        total=len(calls), desc=f"training ({workers} process{'es' if workers > 1 else ''})", unit="run"
     )
     if workers == 1:
-        for profile, name, label in missing:
+        for function, args, label in calls:
             bar.set_postfix_str(label)
-            _train_one(profile, name)
+            function(*args)
             bar.update()
         bar.close()
         return
     with _executor(workers) as pool:
-        futures = {pool.submit(_train_one, p, n): label for p, n, label in missing}
+        futures = {pool.submit(function, *args): label for function, args, label in calls}
         try:
             for future in concurrent.futures.as_completed(futures):
                 error = future.exception()
