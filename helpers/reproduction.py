@@ -45,7 +45,7 @@ from .claims import (
     REWARD_WEIGHTED,
     late_count,
 )
-from .connectivity import CLAIM_MEASURE
+from .lmc_measures import CLAIM_MEASURE
 from .reproduction_read import (
     MIXED,
     NOT_AT_SCALE,

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .claims import MCNEMAR_ALPHA
-from .connectivity import barrier
+from .lmc_measures import barrier
 from .study import format_entry
 
 SAME, REVERSED, NOT_AT_SCALE = "same", "reversed", "not at this scale"
