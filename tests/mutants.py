@@ -38,9 +38,12 @@ LOSSES_FILE = "helpers/losses.py"
 LOSS_TESTS = ("tests/unit/test_losses.py", "tests/unit/test_contrastive.py")  # the second once it exists
 TRAINER_LOSS = ("tests/unit/test_trainer_loss.py",)
 PARITY = ("tests/unit/test_trl_parity.py",)
+BARRIER_FILE = "helpers/lmc_measures.py"  # helpers.connectivity re-exports barrier from here
 BARRIER = ("tests/unit/test_connectivity.py", "-k", "barrier")
 GEOMETRY = ("tests/unit/test_geometry.py",)
 CKA = ("tests/unit/test_cka.py",)
+REPRODUCTION = ("tests/unit/test_reproduction.py", "tests/unit/test_reproduction_read.py")
+PROFILES = ("tests/unit/test_profiles.py",)
 SAME_INIT = ("tests/unit/test_train.py::test_every_method_starts_from_the_same_init",)
 
 
@@ -205,25 +208,25 @@ def mutants() -> list[Mutant]:
         ),
         Mutant(
             "barrier: midpoint only",
-            "helpers/connectivity.py",
+            BARRIER_FILE,
             replace("max(np.max(y - line), 0.0)", "max((y - line)[len(y) // 2], 0.0)"),
             BARRIER,
         ),
         Mutant(
             "barrier: t not sorted",
-            "helpers/connectivity.py",
+            BARRIER_FILE,
             replace("    t, y = t[order], y[order]\n", ""),
             BARRIER,
         ),
         Mutant(
             "barrier: chord through t = 0 instead of the first t",
-            "helpers/connectivity.py",
+            BARRIER_FILE,
             replace("(t - t[0]) / (t[-1] - t[0])", "t / t[-1]"),
             BARRIER,
         ),
         Mutant(
             "barrier: endpoint_mean minus the larger endpoint",
-            "helpers/connectivity.py",
+            BARRIER_FILE,
             replace("np.max(y) - (y[0] + y[-1]) / 2", "np.max(y) - max(y[0], y[-1])"),
             BARRIER,
         ),
@@ -250,6 +253,30 @@ def mutants() -> list[Mutant]:
             "helpers/cka.py",
             replace("linear_cka(a, b, debiased=debiased) for a, b", "linear_cka(a, b) for a, b"),
             CKA,
+        ),
+        Mutant(
+            "reproduction: McNemar's p ignored (any accuracy gap counts)",
+            "helpers/reproduction_read.py",
+            replace("return 0 if p >= MCNEMAR_ALPHA or xa == xb", "return 0 if xa == xb"),
+            REPRODUCTION,
+        ),
+        Mutant(
+            "reproduction: an ordered pair read in either order",
+            "helpers/reproduction_read.py",
+            replace("return None if ordered else table.get", "return table.get"),
+            REPRODUCTION,
+        ),
+        Mutant(
+            "profiles: the tiny-only ranges never checked",
+            "helpers/profiles.py",
+            replace("_RANGES + (_TINY_RANGES if tiny else ())", "_RANGES"),
+            PROFILES,
+        ),
+        Mutant(
+            "profiles: unknown keys accepted",
+            "helpers/profiles.py",
+            replace("    if unknown:\n        keys = ", "    if False:\n        keys = "),
+            PROFILES,
         ),
     ]
     return out
