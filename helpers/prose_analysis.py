@@ -11,7 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .prose import brackets, bullets, num
+from .prose import brackets, bullets, glue_study, glue_values, num, show
+
+# The chapters import this module alone (their import cells are at the length limit), so it
+# hands on the glue and display helpers of helpers.prose.
+__all__ = [
+    "connectivity_summary",
+    "findings_summary",
+    "geometry_summary",
+    "glue_connectivity",
+    "glue_study",
+    "glue_values",
+    "show",
+    "study_barriers",
+]
 
 Summary = Mapping[str, Any]  # {mean, min, max, n, values}: one measure over replicates
 
@@ -78,7 +91,9 @@ def geometry_summary(out: Mapping[str, Any], reference: str = "sft", floor: str 
         floor_values = _values(cos[floor])
         below = {}
         for name, s in cos.items():
-            pairs = [(v, f) for v, f in zip(_values(s), floor_values) if v is not None and f is not None]
+            # a control trained in one replicate only has None for the others: compare where both exist
+            both = zip(_values(s), floor_values, strict=True)
+            pairs = [(v, f) for v, f in both if v is not None and f is not None]
             if name != floor:
                 below[name] = (sum(v < f for v, f in pairs), len(pairs))
         lines.append(
@@ -122,6 +137,22 @@ def study_barriers(points: Sequence[float]) -> dict[str, float]:
     return {kind: barrier(ts, list(points), kind=kind) for kind in ("chord", "endpoint_mean")}
 
 
+def glue_connectivity(study: Mapping[str, dict] | None = None) -> dict[str, str]:
+    """Glue the numbers chapter 4's prose quotes: both barriers of the study's RIFT-to-DPO values
+    (`lmc_study_chord`, `lmc_study_endpoint_mean`), the findings' barrier margin and the
+    saturation level of a loss."""
+    from .claims import BARRIER_MARGIN
+    from .connectivity import SATURATED_NATS
+    from .study import load_study
+
+    study = load_study() if study is None else study
+    rift_dpo = study_barriers(study["lmc_ce.rift_dpo"]["value"])
+    values = {f"lmc_study_{kind}": num(v, 2) for kind, v in rift_dpo.items()}
+    values |= {"barrier_margin": num(BARRIER_MARGIN), "saturated_nats": num(SATURATED_NATS)}
+    glue_values(values)
+    return values
+
+
 def is_control_pair(pair: str, reference: str = "sft") -> bool:
     """A path between `reference` and one of its own reruns (sft-sft_order, sft-sft_seed)."""
     a, b = pair.split("-", 1)
@@ -149,9 +180,12 @@ def separated_counts(
     return counts, bars
 
 
-def connectivity_summary(out: Mapping[str, Any], margin: float, reference: str = "sft") -> str:
+def connectivity_summary(out: Mapping[str, Any], margin: float | None = None, reference: str = "sft") -> str:
     """Chapter 4's summary: the chord barriers on the loss the claims read, which paths clear
-    the control bar in every replicate, and the largest barrier of each definition and loss."""
+    the control bar (`margin` above the SFT reruns', by default the findings') in every
+    replicate, and the largest barrier of each definition and loss."""
+    if margin is None:
+        from .claims import BARRIER_MARGIN as margin
     measure = out["claim_measure"]
     reps = out["per_replicate"]
     n = len(reps)
