@@ -147,7 +147,7 @@ def glue_connectivity(study: Mapping[str, dict] | None = None) -> dict[str, str]
 
     study = load_study() if study is None else study
     rift_dpo = study_barriers(study["lmc_ce.rift_dpo"]["value"])
-    values = {f"lmc_study_{kind}": num(v, 2) for kind, v in rift_dpo.items()}
+    values = {f"lmc_study_{kind}": num(v, 3) for kind, v in rift_dpo.items()}
     values |= {"barrier_margin": num(BARRIER_MARGIN), "saturated_nats": num(SATURATED_NATS)}
     glue_values(values)
     return values
