@@ -110,14 +110,20 @@ def _evaluate(profile: Profile, runs: Mapping[str, Path | None]) -> dict[str, fl
     return {name: read_json(folder / f"{name}.json")["summary"]["accuracy"] for name in runs}
 
 
-def chapter06_accuracy(profile: Profile, runs: Mapping[str, Path]) -> dict[str, float]:
-    """Chapter 06's accuracies of the runs whose adapter chapter 02 recorded at the same path (and the base)."""
+def chapter06_accuracy(profile: Profile, runs: Mapping[str, Path], replicate: int = 0) -> dict[str, float]:
+    """Chapter 06's accuracies in `replicate` of the runs whose adapter chapter 02 recorded at the same
+    path there (and the base): the same adapter on the same held-out set needs no second pass."""
     from .results import load_results
 
     try:
-        accuracy = load_results(profile.name, "06_evaluation")["evaluation"]["accuracy"]
-        recorded = load_results(profile.name, "02_training")["adapters"]
-    except (FileNotFoundError, KeyError):
+        evaluation = load_results(profile.name, "06_evaluation")
+        training = load_results(profile.name, "02_training")
+        if replicate:
+            evaluation = evaluation["per_replicate"][replicate]
+            training = training["per_replicate"][replicate]
+        accuracy = evaluation["evaluation"]["accuracy"]
+        recorded = training["adapters"]
+    except (FileNotFoundError, KeyError, IndexError):
         return {}
     same = {n for n, p in runs.items() if recorded.get(n) == str(p) and n in accuracy}
     return {n: float(accuracy[n]) for n in [*same, "base"] if n in accuracy}
@@ -126,8 +132,8 @@ def chapter06_accuracy(profile: Profile, runs: Mapping[str, Path]) -> dict[str, 
 def accuracies(profile: Profile, by_replicate: Sequence[Runs]) -> dict[int, dict[str, float]]:
     """Held-out greedy accuracy of every method of every replicate, and of the base ("base", shared).
 
-    Replicate 0 reuses chapter 06's numbers where they are about the same adapters; the rest
-    is evaluated here (cached).
+    Every replicate reuses chapter 06's numbers where they are about the same adapters; the rest
+    (the chapter's own runs) is evaluated here (cached).
     """
     base = chapter06_accuracy(profile, {}).get("base")
     if base is None:
@@ -136,7 +142,8 @@ def accuracies(profile: Profile, by_replicate: Sequence[Runs]) -> dict[int, dict
     for runs in by_replicate:
         rp = replicate_profile(profile, runs.replicate)
         methods = runs.methods()
-        known = chapter06_accuracy(rp, methods) if runs.replicate == 0 else {}
+        known = chapter06_accuracy(rp, methods, runs.replicate)
+        known.pop("base", None)  # one base for every replicate: replicate 0's
         missing = {n: p for n, p in methods.items() if n not in known}
         known |= _evaluate(rp, missing) if missing else {}
         out[runs.replicate] = {**known, "base": base}

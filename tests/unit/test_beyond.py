@@ -203,9 +203,22 @@ def test_accuracies_reuse_chapter_06_only_for_the_same_adapters(tmp_path, monkey
     monkeypatch.setenv("WSG_RUNS", str(tmp_path))  # results of its own, never the session's
     smoke = load_profile("smoke")
     sft, rft = tmp_path / "adapter-sft" / "adapter", tmp_path / "adapter-rft" / "adapter"
-    save_results(smoke.name, "02_training", {"adapters": {"sft": str(sft), "rft": "/elsewhere/rft"}})
+    other = tmp_path / "adapter-sft-1" / "adapter"  # replicate 1's own sft
     save_results(
-        smoke.name, "06_evaluation", {"evaluation": {"accuracy": {"base": 0.25, "sft": 0.5, "rft": 0.75}}}
+        smoke.name,
+        "02_training",
+        {
+            "adapters": {"sft": str(sft), "rft": "/elsewhere/rft"},
+            "per_replicate": [{}, {"adapters": {"sft": str(other), "rft": str(rft)}}],
+        },
+    )
+    save_results(
+        smoke.name,
+        "06_evaluation",
+        {
+            "evaluation": {"accuracy": {"base": 0.25, "sft": 0.5, "rft": 0.75}},
+            "per_replicate": [{}, {"evaluation": {"accuracy": {"base": 0.3, "sft": 0.625, "rft": 0.875}}}],
+        },
     )
     asked = []
 
@@ -214,8 +227,11 @@ def test_accuracies_reuse_chapter_06_only_for_the_same_adapters(tmp_path, monkey
         return {n: 0.125 for n in runs}
 
     monkeypatch.setattr(beyond_measures, "_evaluate", fake)
-    runs = [Runs(0, {"sft": sft, "rft": rft}, {}, {}, {}), Runs(1, {"sft": sft}, {}, {}, {})]
+    runs = [Runs(0, {"sft": sft, "rft": rft}, {}, {}, {}), Runs(1, {"sft": sft, "rft": rft}, {}, {}, {})]
     acc = beyond_measures.accuracies(smoke, runs)
     assert acc[0] == {"sft": 0.5, "rft": 0.125, "base": 0.25}  # rft's recorded adapter is another one
-    assert acc[1] == {"sft": 0.125, "base": 0.25}  # other replicates: always evaluated here
+    # replicate 1 reads its own record: rft is the same adapter there, sft is not; one base for all
+    assert acc[1] == {"sft": 0.125, "rft": 0.875, "base": 0.25}
     assert asked == [{"rft": rft}, {"sft": sft}]
+    save_results(smoke.name, "06_evaluation", {"evaluation": {"accuracy": {"base": 0.25}}})  # older record
+    assert beyond_measures.accuracies(smoke, runs[1:])[1] == {"sft": 0.125, "rft": 0.125, "base": 0.25}
