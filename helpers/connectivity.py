@@ -335,12 +335,22 @@ def heldout_losses(
     return {m: out[m] for m in MEASURES}
 
 
-def _curve(model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc) -> dict[str, list[float]]:
+def _curve(
+    model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc, scored=None
+) -> dict[str, list[float]]:
     encoded = encode_problems(tokenizer, problems, max_length)
     result: dict[str, list[float]] = {"ts": [float(t) for t in ts], **{m: [] for m in MEASURES}}
     for t in tqdm(result["ts"], desc=desc, leave=False):
-        with merged(model, terms_at(t)):
-            losses = heldout_losses(model, encoded, batch_size)
+        terms = terms_at(t)
+        # merged() skips zero weights, so the terms with a nonzero weight, in order, fix the weights
+        # bit for bit: a path's end and the ray's end of the same update are one model, scored once
+        state = tuple((id(deltas), float(w)) for deltas, w in terms if float(w) != 0.0)
+        losses = scored.get(state) if scored is not None else None
+        if losses is None:
+            with merged(model, terms):
+                losses = heldout_losses(model, encoded, batch_size)
+            if scored is not None:
+                scored[state] = losses
         for key, value in losses.items():
             result[key].append(value)
     return result
@@ -355,10 +365,13 @@ def path_losses(
     ts: Sequence[float],
     batch_size: int = 16,
     max_length: int = 256,
+    scored: dict | None = None,
 ) -> dict[str, list[float]]:
     """Held-out losses along base + (1 - t) dW_a + t dW_b: keys ts and every measure of MEASURES.
 
-    t = 0 is adapter a alone, t = 1 adapter b alone. `model` is the plain base model.
+    t = 0 is adapter a alone, t = 1 adapter b alone. `model` is the plain base model. `scored`, a
+    dict shared by curves of one model, problems and sizes whose delta dicts stay alive, keeps the
+    losses by model state, so a state two curves pass through (an update alone) is scored once.
     """
     if set(deltas_a) != set(deltas_b):
         raise ConnectivityError("path_losses: the two adapters update different modules")
@@ -371,6 +384,7 @@ def path_losses(
         max_length,
         lambda t: [(deltas_a, 1.0 - t), (deltas_b, t)],
         "path",
+        scored,
     )
 
 
@@ -382,9 +396,12 @@ def ray_losses(
     ts: Sequence[float],
     batch_size: int = 16,
     max_length: int = 256,
+    scored: dict | None = None,
 ) -> dict[str, list[float]]:
-    """Held-out losses along base + t dW (t = 0 is the base model, t = 1 the adapter)."""
-    return _curve(model, tokenizer, problems, ts, batch_size, max_length, lambda t: [(deltas, t)], "ray")
+    """Held-out losses along base + t dW (t = 0 is the base model, t = 1 the adapter); `scored` as
+    in path_losses."""
+    terms = lambda t: [(deltas, t)]  # noqa: E731
+    return _curve(model, tokenizer, problems, ts, batch_size, max_length, terms, "ray", scored)
 
 
 BARRIER_KINDS = ("chord", "endpoint_mean")
