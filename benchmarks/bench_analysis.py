@@ -118,7 +118,9 @@ def compare(a_path: str, b_path: str) -> int:
     numeric = [k for k in a if isinstance(a[k], float) and isinstance(b[k], float)]
     worst = max((abs(a[k] - b[k]), k) for k in numeric) if numeric else (0.0, "")
     other = [k for k in a if k not in numeric and a[k] != b[k]]
-    print(f"{len(a)} leaves, largest float difference {worst[0]:.3g} at {worst[1]}, {len(other)} other differ")
+    print(
+        f"{len(a)} leaves, largest float difference {worst[0]:.3g} at {worst[1]}, {len(other)} other differ"
+    )
     return int(bool(other) or worst[0] != 0.0)
 
 
