@@ -34,22 +34,26 @@ def connectivity_report(
     points: int,
     batch_size: int = 16,
     max_length: int = 256,
+    base: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Loss along base + (1 - t) dW_a + t dW_b for each pair, base + t dW for each run, and barriers.
 
     Every measure of connectivity.MEASURES is on every curve; `barrier[measure][pair]` is its
     chord barrier (rise above the line between the endpoint losses),
-    `barrier_endpoint_mean[measure][pair]` the largest loss minus the endpoints' mean.
+    `barrier_endpoint_mean[measure][pair]` the largest loss minus the endpoints' mean. `base`: the
+    base model's losses on these problems and sizes, if already scored (the rays' t = 0).
     """
     ts = list(np.linspace(0.0, 1.0, points))
+    # the losses of every model state scored so far (the base, each update alone): scored once
+    scored = {} if base is None else {(): dict(base)}
     paths = {}
     for pair in tqdm(pairs, desc="paths"):
         a, b = pair.split("-", 1)
         paths[pair] = path_losses(
-            model, tokenizer, deltas[a], deltas[b], problems, ts, batch_size, max_length
+            model, tokenizer, deltas[a], deltas[b], problems, ts, batch_size, max_length, scored
         )
     rays = {
-        name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length)
+        name: ray_losses(model, tokenizer, d, problems, ts, batch_size, max_length, scored)
         for name, d in tqdm(deltas.items(), desc="rays")
     }
     out = {"ts": ts, "paths": paths, "rays": rays}
@@ -127,13 +131,17 @@ def connectivity_reports(
     are loaded at a time."""
     from .runs import load_all_deltas
 
-    reports = []
+    reports, base = [], None
     for replicate in runs:
         deltas = load_all_deltas(replicate)
         present = present_pairs(pairs, list(replicate))
-        reports.append(
-            connectivity_report(model, tokenizer, deltas, present, problems, points, batch_size, max_length)
-        )
+        sizes = (points, batch_size, max_length)
+        reports.append(connectivity_report(model, tokenizer, deltas, present, problems, *sizes, base))
+        # the base model is the same in every replicate: scored once (every ray starts at t = 0)
+        rays = reports[-1]["rays"]
+        if base is None and rays:
+            first = next(iter(rays.values()))
+            base = {m: first[m][0] for m in MEASURES} if first["ts"][0] == 0.0 else None
     return reports
 
 

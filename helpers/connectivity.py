@@ -207,14 +207,16 @@ def _mean_token_nlls(
     batch_size: int = 16,
 ) -> list[float]:
     """Per-token mean NLL under each of several scored-token masks over the same token rows,
-    from one forward pass per batch (masks[j][i] is mask j of row i)."""
+    from one forward pass per batch (masks[j][i] is mask j of row i). Rows go shortest first, in
+    batches of at most batch_size rows (and on CPU at most CPU_BATCH_TOKENS padded tokens)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     totals, counts = [0.0] * len(masks), [0] * len(masks)
+    budget = CPU_BATCH_TOKENS if device.type == "cpu" else None
     try:
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
+        for index in _length_batches([len(r["input_ids"]) for r in rows], batch_size, budget):
+            batch = [rows[i] for i in index]
             width = max(len(r["input_ids"]) for r in batch)
             pad = [width - len(r["input_ids"]) for r in batch]
             ids = torch.tensor(
@@ -224,14 +226,12 @@ def _mean_token_nlls(
                 [[1] * len(r["input_ids"]) + [0] * n for r, n in zip(batch, pad, strict=True)]
             )
             scored = [
-                torch.tensor(
-                    [m + [0] * n for m, n in zip(mask[start : start + batch_size], pad, strict=True)]
-                )[:, 1:]
+                torch.tensor([mask[i] + [0] * n for i, n in zip(index, pad, strict=True)])[:, 1:]
                 .bool()
                 .to(device)
                 for mask in masks
             ]
-            logits = model(input_ids=ids, attention_mask=attention.to(device)).logits
+            logits = model(input_ids=ids, attention_mask=attention.to(device), use_cache=False).logits
             # token t is predicted from position t - 1; only the scored targets reach float32
             union = torch.stack(scored).any(0)
             nll = F.cross_entropy(logits[:, :-1][union].float(), ids[:, 1:][union], reduction="none")
@@ -243,6 +243,26 @@ def _mean_token_nlls(
     if 0 in counts:
         raise ConnectivityError("no scored tokens: every completion was cut off (raise max_length)")
     return [total / count for total, count in zip(totals, counts, strict=True)]
+
+
+# On CPU a tiny model scores the same rows about 1.6x faster in batches of this many padded tokens
+# (similar lengths, activations that stay in cache) than in one batch of 64 rows (measured on
+# `tiny`, benchmarks/PROFILE.md); on GPU larger batches pay, and batch_size alone limits them.
+CPU_BATCH_TOKENS = 2048
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
+    """Row indices shortest first (ties in order), cut into batches of at most batch_size rows and,
+    with max_tokens, at most max_tokens padded tokens (a longer row goes alone)."""
+    batches: list[list[int]] = [[]]
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        grown = len(batches[-1]) + 1
+        if batches[-1] and (
+            grown > batch_size or (max_tokens is not None and grown * lengths[i] > max_tokens)
+        ):
+            batches.append([])
+        batches[-1].append(i)
+    return batches if batches[0] else []
 
 
 def mean_token_nll(
@@ -268,12 +288,22 @@ def heldout_losses(
     return {m: out[m] for m in MEASURES}
 
 
-def _curve(model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc) -> dict[str, list[float]]:
+def _curve(
+    model, tokenizer, problems, ts, batch_size, max_length, terms_at, desc, scored=None
+) -> dict[str, list[float]]:
     encoded = encode_problems(tokenizer, problems, max_length)
     result: dict[str, list[float]] = {"ts": [float(t) for t in ts], **{m: [] for m in MEASURES}}
     for t in tqdm(result["ts"], desc=desc, leave=False):
-        with merged(model, terms_at(t)):
-            losses = heldout_losses(model, encoded, batch_size)
+        terms = terms_at(t)
+        # merged() skips zero weights, so the terms with a nonzero weight, in order, fix the weights
+        # bit for bit: a path's end and the ray's end of the same update are one model, scored once
+        state = tuple((id(deltas), float(w)) for deltas, w in terms if float(w) != 0.0)
+        losses = scored.get(state) if scored is not None else None
+        if losses is None:
+            with merged(model, terms):
+                losses = heldout_losses(model, encoded, batch_size)
+            if scored is not None:
+                scored[state] = losses
         for key, value in losses.items():
             result[key].append(value)
     return result
@@ -288,10 +318,13 @@ def path_losses(
     ts: Sequence[float],
     batch_size: int = 16,
     max_length: int = 256,
+    scored: dict | None = None,
 ) -> dict[str, list[float]]:
     """Held-out losses along base + (1 - t) dW_a + t dW_b: keys ts and every measure of MEASURES.
 
-    t = 0 is adapter a alone, t = 1 adapter b alone. `model` is the plain base model.
+    t = 0 is adapter a alone, t = 1 adapter b alone. `model` is the plain base model. `scored`, a
+    dict shared by curves of one model, problems and sizes whose delta dicts stay alive, keeps the
+    losses by model state, so a state two curves pass through (an update alone) is scored once.
     """
     if set(deltas_a) != set(deltas_b):
         raise ConnectivityError("path_losses: the two adapters update different modules")
@@ -304,6 +337,7 @@ def path_losses(
         max_length,
         lambda t: [(deltas_a, 1.0 - t), (deltas_b, t)],
         "path",
+        scored,
     )
 
 
@@ -315,6 +349,9 @@ def ray_losses(
     ts: Sequence[float],
     batch_size: int = 16,
     max_length: int = 256,
+    scored: dict | None = None,
 ) -> dict[str, list[float]]:
-    """Held-out losses along base + t dW (t = 0 is the base model, t = 1 the adapter)."""
-    return _curve(model, tokenizer, problems, ts, batch_size, max_length, lambda t: [(deltas, t)], "ray")
+    """Held-out losses along base + t dW (t = 0 is the base model, t = 1 the adapter); `scored` as
+    in path_losses."""
+    terms = lambda t: [(deltas, t)]  # noqa: E731
+    return _curve(model, tokenizer, problems, ts, batch_size, max_length, terms, "ray", scored)
