@@ -39,6 +39,7 @@ LOSS_TESTS = ("tests/unit/test_losses.py", "tests/unit/test_contrastive.py")  # 
 TRAINER_LOSS = ("tests/unit/test_trainer_loss.py",)
 PARITY = ("tests/unit/test_trl_parity.py",)
 BARRIER_FILE = "helpers/lmc_measures.py"  # helpers.connectivity re-exports barrier from here
+LENGTH_BATCHES = ("tests/unit/test_connectivity_speed.py",)
 BARRIER = ("tests/unit/test_connectivity.py", "-k", "barrier")
 GEOMETRY = ("tests/unit/test_geometry.py",)
 CKA = ("tests/unit/test_cka.py",)
@@ -229,6 +230,18 @@ def mutants() -> list[Mutant]:
             BARRIER_FILE,
             replace("np.max(y) - (y[0] + y[-1]) / 2", "np.max(y) - max(y[0], y[-1])"),
             BARRIER,
+        ),
+        Mutant(
+            "connectivity: length batches longest first",
+            "helpers/connectivity.py",
+            replace("key=lambda i: lengths[i])", "key=lambda i: -lengths[i])"),
+            LENGTH_BATCHES,
+        ),
+        Mutant(
+            "connectivity: token budget of a batch ignored",
+            "helpers/connectivity.py",
+            replace("(max_tokens is not None and grown * lengths[i] > max_tokens)", "False"),
+            LENGTH_BATCHES,
         ),
         Mutant(
             "subspace angles: sines not re-ordered (scipy's misaligned arcsin branch)",
