@@ -7,6 +7,7 @@ reads problems from generated splits, local jsonl files (GSM8K, DeepScaleR, AIME
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from helpers.grading import (  # noqa: F401 (re-exported: helpers.data is the gr
 )
 from helpers.problems import generate_problems
 
-GSM8K_DIR = REPO_ROOT.parent / "shared" / "data" / "gsm8k"
+GSM8K_DIR = REPO_ROOT.parent / "shared" / "data" / "gsm8k"  # the local copy beside the repository
+GSM8K_DIR_ENV = "WSG_GSM8K_DIR"  # a local copy elsewhere ({train,test}.jsonl)
 QUESTION_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "final_answer", "solution")
 
@@ -100,6 +102,12 @@ def read_jsonl(path: str | Path, prefix: str | None = None) -> list[dict[str, st
     return problems
 
 
+def gsm8k_file(split: str) -> Path:
+    """Where the local GSM8K copy of `split` is looked for: $WSG_GSM8K_DIR, else beside the repository."""
+    folder = os.environ.get(GSM8K_DIR_ENV)
+    return (Path(folder) if folder else GSM8K_DIR) / f"{split}.jsonl"
+
+
 def _load_hub(dataset_id: str, split: str, config: str | None = None) -> list[dict[str, str]]:
     """A hub dataset (needs network or a local HF cache) normalised like a jsonl file."""
     import datasets
@@ -143,11 +151,19 @@ def load_problems(
     if path is not None:
         problems = read_jsonl(path, prefix=f"gsm8k-{split}" if source == "gsm8k" else None)
     elif source == "gsm8k":
-        local = GSM8K_DIR / f"{split}.jsonl"
+        local = gsm8k_file(split)
         if local.is_file():
             problems = read_jsonl(local, prefix=f"gsm8k-{split}")
+        elif os.environ.get(GSM8K_DIR_ENV):
+            raise DataError(f"${GSM8K_DIR_ENV}={local.parent}: no {local.name} there")
         else:
-            problems = _load_hub("openai/gsm8k", split, "main")
+            try:
+                problems = _load_hub("openai/gsm8k", split, "main")
+            except DataError as err:
+                raise DataError(
+                    f"GSM8K {split}: no local copy at {local} and {err}; "
+                    f"point ${GSM8K_DIR_ENV} at a folder with {{train,test}}.jsonl"
+                ) from err
     elif source.endswith(".jsonl") or Path(source).is_file():
         problems = read_jsonl(source)
     else:

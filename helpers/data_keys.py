@@ -21,9 +21,9 @@ def data_inputs(profile: Profile) -> dict[str, Any]:
 def source_file(source: str, split: str) -> str | Path | None:
     """The local file a data source names by itself (a .jsonl path, or gsm8k's shared copy)."""
     if source == "gsm8k":
-        from .data import GSM8K_DIR
+        from .data import gsm8k_file
 
-        return GSM8K_DIR / f"{split}.jsonl"
+        return gsm8k_file(split)
     if source.endswith(".jsonl") or Path(source).is_file():
         return source
     return None

@@ -356,3 +356,21 @@ def test_hub_dataset_offline_raises_data_error():
     # tests/conftest.py sets HF_HUB_OFFLINE=1, so the hub cannot be reached.
     with pytest.raises(DataError, match="no-such-user/no-such-dataset"):
         load_problems("no-such-user/no-such-dataset", "train")
+
+
+def test_gsm8k_copy_named_by_the_environment(tmp_path, monkeypatch):
+    from helpers import data
+    from helpers.data_keys import source_file
+
+    row = {"question": "Tom has 3 apples and buys 4. How many?", "answer": "3 + 4 = 7\n#### 7"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(row) + "\n")
+    monkeypatch.setenv(data.GSM8K_DIR_ENV, str(tmp_path))
+    [problem] = load_problems("gsm8k", "test")
+    assert problem["id"] == "gsm8k-test-00000" and problem["answer"] == "7"
+    assert source_file("gsm8k", "test") == tmp_path / "test.jsonl"  # the cache key hashes this file
+    with pytest.raises(DataError, match=r"\$WSG_GSM8K_DIR=.*no train.jsonl"):
+        load_problems("gsm8k", "train")
+    monkeypatch.delenv(data.GSM8K_DIR_ENV)
+    monkeypatch.setattr(data, "GSM8K_DIR", tmp_path / "nowhere")  # no copy beside the repo, hub offline
+    with pytest.raises(DataError, match=r"no local copy at .*nowhere.*WSG_GSM8K_DIR"):
+        load_problems("gsm8k", "test")
