@@ -118,6 +118,8 @@ def execute(
                         print(f"[book] {nb.name} failed; the executed copy is at {failed}", file=sys.stderr)
                     raise
                 os.replace(partial, target)
+                # a failed copy from an earlier run (ours) would pass for this run's failure
+                (out_dir / f"{nb.stem}.failed.ipynb").unlink(missing_ok=True)
                 timings[nb.stem] = time.perf_counter() - current["start"]
                 monitor.tick()  # the stages that finished at the notebook's end
                 monitor.say(f"[book] {nb.name}: {timings[nb.stem]:.1f} s")

@@ -1,6 +1,7 @@
 """The book runner: the rendered copy shows the parameters that were used, once."""
 
 import nbformat
+import pytest
 
 from helpers.book import _show_only_the_parameters_used, notebooks
 from helpers.lr_sweep import protocol_hash
@@ -123,3 +124,30 @@ def test_execute_runs_kernels_over_ipc_and_sends_progress_to_the_terminal_not_th
     assert (
         not (out_dir / ".progress.jsonl").exists() and progress.PROGRESS_ENV not in __import__("os").environ
     )
+
+
+def test_a_failed_copy_is_kept_until_the_notebook_runs_through(tmp_path, monkeypatch):
+    """A failing chapter leaves `<stem>.failed.ipynb` to look at; once it runs, the stale copy is
+    gone, so no later check mistakes an old failure for this run's."""
+    from helpers import book
+
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell('PROFILE = "tiny"', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nassert not os.environ.get('WSG_DEMO_FAIL'), 'planted failure'"),
+    ]
+    notebooks_dir = tmp_path / "notebooks"
+    notebooks_dir.mkdir()
+    nbformat.write(nb, notebooks_dir / "00_demo.ipynb")
+    monkeypatch.setattr(book, "NOTEBOOK_DIR", notebooks_dir)
+    monkeypatch.setenv("PYTHONPATH", str(book.REPO_ROOT))
+    out_dir = tmp_path / "executed"
+    monkeypatch.setenv("WSG_DEMO_FAIL", "1")
+    with pytest.raises(Exception, match="planted failure"):
+        book.execute("smoke", out_dir)
+    assert (out_dir / "00_demo.failed.ipynb").exists() and not (out_dir / "00_demo.ipynb").exists()
+    monkeypatch.delenv("WSG_DEMO_FAIL")
+    book.execute("smoke", out_dir)
+    assert sorted(p.name for p in out_dir.glob("*.ipynb")) == ["00_demo.ipynb"]
