@@ -143,10 +143,9 @@ def accuracies(profile: Profile, by_replicate: Sequence[Runs]) -> dict[int, dict
         rp = replicate_profile(profile, runs.replicate)
         methods = runs.methods()
         known = chapter06_accuracy(rp, methods, runs.replicate)
-        known.pop("base", None)  # one base for every replicate: replicate 0's
         missing = {n: p for n, p in methods.items() if n not in known}
         known |= _evaluate(rp, missing) if missing else {}
-        out[runs.replicate] = {**known, "base": base}
+        out[runs.replicate] = {**known, "base": base}  # one base for every replicate: replicate 0's
     return out
 
 

@@ -12,16 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .connectivity import MEASURE_LABELS, SATURATED_NATS, STUDY_MEASURE
+from .spread import spread_text, summarise
 
 Summary = Mapping[str, Mapping[str, Any]]
 
 
 def _span(values: Sequence[float], fmt: str = "{:.3g}") -> str:
     """`x` when every replicate agrees to the format, else `mean (min to max)`."""
-    lo, hi, mean = min(values), max(values), sum(values) / len(values)
-    if fmt.format(lo) == fmt.format(hi):
-        return fmt.format(lo)
-    return f"{fmt.format(mean)} ({fmt.format(lo)} to {fmt.format(hi)})"
+    return spread_text(summarise(values), fmt)
 
 
 def measure_choice_markdown(summaries: Sequence[Summary], claim: str) -> str:

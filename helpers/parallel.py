@@ -99,12 +99,11 @@ def train_adapters(
     if missing:
         distinct = {stable_hash(p.to_dict()): p for p, _, _ in missing}
         prepare_upstream(list(distinct.values()))
-        workers = min(workers or worker_count(), len(missing))
         _run(missing, workers)
     return [adapter_stage(profile, name) for profile, name in jobs]
 
 
-def _run(missing: list[tuple[Profile, str, str]], workers: int) -> None:
+def _run(missing: list[tuple[Profile, str, str]], workers: int | None) -> None:
     run_calls([(_train_one, (profile, name), label) for profile, name, label in missing], workers)
 
 

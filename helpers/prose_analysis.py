@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .prose import brackets, bullets, glue_study, glue_values, num, show
+from .reproduction_read import _pair  # a pair table's entry stored as "a-b" or "b-a"
+from .spread import summarise
 
 # The chapters import this module alone (their import cells are at the length limit), so it
 # hands on the glue and display helpers of helpers.prose.
@@ -31,11 +33,6 @@ Summary = Mapping[str, Any]  # {mean, min, max, n, values}: one measure over rep
 
 def _f3(x: float) -> str:
     return f"{x:.3f}"
-
-
-def _pair(table: Mapping[str, Any], a: str, b: str) -> Any:
-    """The entry of a symmetric pair table, stored as "a-b" or "b-a"; None when neither is there."""
-    return table.get(f"{a}-{b}", table.get(f"{b}-{a}"))
 
 
 def _values(summary: Summary) -> list[float]:
@@ -195,7 +192,7 @@ def connectivity_summary(out: Mapping[str, Any], margin: float | None = None, re
     ]
     chord = [rep["barrier_all"][measure] for rep in reps]
     pairs = list(chord[0])
-    summary = {p: _over([c[p] for c in chord]) for p in pairs}
+    summary = {p: summarise([c[p] for c in chord]) for p in pairs}
     lines.append(
         f"Chord barrier on `{measure}`: "
         + ", ".join(f"{p} {brackets(s, lambda x: num(x, 3))}" for p, s in summary.items())
@@ -213,23 +210,12 @@ def connectivity_summary(out: Mapping[str, Any], margin: float | None = None, re
         )
     for kind, key in (("chord", "barrier_all"), ("endpoint-mean", "barrier_endpoint_mean_all")):
         for loss in reps[0][key]:
-            values = {p: _over([rep[key][loss][p] for rep in reps]) for p in reps[0][key][loss]}
+            values = {p: summarise([rep[key][loss][p] for rep in reps]) for p in reps[0][key][loss]}
             top = max(values, key=lambda p: values[p]["mean"])
             lines.append(
                 f"Largest {kind} barrier on `{loss}`: {top}, {brackets(values[top], lambda x: num(x, 3))}."
             )
     return bullets(lines)
-
-
-def _over(values: Sequence[float]) -> dict[str, Any]:
-    values = [float(v) for v in values]
-    return {
-        "mean": sum(values) / len(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-        "values": values,
-    }
 
 
 # --- chapter 7 ---------------------------------------------------------------------------

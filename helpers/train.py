@@ -187,6 +187,13 @@ def _finish(tmp: Path, out_dir: Path, model: PeftModel, log_history: list[dict],
         raise
 
 
+def _progress_to_terminal(trainer: Any, label: str) -> None:
+    """A trainer's steps go to the terminal through the progress side channel (helpers.progress),
+    and no Step|Loss table lands in the book page (transformers adds one under a notebook kernel)."""
+    trainer.add_callback(step_progress(label))
+    trainer.remove_callback(NotebookProgressCallback)
+
+
 def train_method(
     profile: Profile,
     method: str,
@@ -247,8 +254,7 @@ def train_method(
         state.is_main_process,
     )
     trainer.add_callback(kept)
-    trainer.add_callback(step_progress(f"{control or method} (seed {profile.train.seed})"))
-    trainer.remove_callback(NotebookProgressCallback)  # its Step|Loss table would land in the book page
+    _progress_to_terminal(trainer, f"{control or method} (seed {profile.train.seed})")
     start = time.time()
     try:
         result = trainer.train()
@@ -337,8 +343,7 @@ def _train_online_grpo(
         train_dataset=Dataset.from_list(list(prompts.values())),
         processing_class=tokenizer,
     )
-    trainer.add_callback(step_progress(f"online_grpo (seed {profile.train.seed})"))
-    trainer.remove_callback(NotebookProgressCallback)  # no Step|Loss table in the book page
+    _progress_to_terminal(trainer, f"online_grpo (seed {profile.train.seed})")
     start = time.time()
     try:
         trainer.train()
