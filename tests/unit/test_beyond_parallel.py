@@ -9,6 +9,7 @@ import shutil
 from safetensors.torch import load_file
 
 from helpers import beyond, parallel, pipeline
+from helpers.geometry import _torch_threads
 from helpers.profiles import load_profile, profile_source
 from helpers.replicates import replicate_ids, replicate_profile
 
@@ -52,7 +53,8 @@ def test_missing_runs_train_concurrently_to_the_same_weights_once(tmp_path, monk
         parallel, "run_calls", lambda c, w=None: calls.append(([x[2] for x in c], w)) or real(c, w)
     )
     monkeypatch.setenv(parallel.WORKERS_ENV, "1")
-    alone = _chapter_runs(profile, design)
+    with _torch_threads(1):  # as the workers run: bit-identity holds at one thread count, on any CPU
+        alone = _chapter_runs(profile, design)
     expected = ["mixture 0.5 (replicate 0)", "simpo (replicate 0)", "mixture 0.5 (replicate 1)"]
     assert calls == [(expected, None)]
     assert _chapter_runs(profile, design) == alone and len(calls) == 1  # a rerun trains nothing
