@@ -38,6 +38,7 @@ LOSSES_FILE = "helpers/losses.py"
 LOSS_TESTS = ("tests/unit/test_losses.py", "tests/unit/test_contrastive.py")  # the second once it exists
 TRAINER_LOSS = ("tests/unit/test_trainer_loss.py",)
 PARITY = ("tests/unit/test_trl_parity.py",)
+LOGPS_GROUPS = ("tests/unit/test_logps_groups.py",)
 BARRIER_FILE = "helpers/lmc_measures.py"  # helpers.connectivity re-exports barrier from here
 LENGTH_BATCHES = ("tests/unit/test_connectivity_speed.py",)
 BARRIER = ("tests/unit/test_connectivity.py", "-k", "barrier")
@@ -242,6 +243,21 @@ def mutants() -> list[Mutant]:
             "helpers/connectivity.py",
             replace("(max_tokens is not None and grown * lengths[i] > max_tokens)", "False"),
             LENGTH_BATCHES,
+        ),
+        Mutant(
+            "token_logps: length groups put back in sorted order, not the batch's",
+            "helpers/logps.py",
+            replace("torch.cat(parts)[torch.argsort(order)]", "torch.cat(parts)[order]"),
+            LOGPS_GROUPS,
+        ),
+        Mutant(
+            "token_logps: a left-padded batch trimmed as if right-padded",
+            "helpers/logps.py",
+            replace(
+                "return lengths if bool((attention_mask.bool() == expected).all()) else None",
+                "return lengths",
+            ),
+            LOGPS_GROUPS,
         ),
         Mutant(
             "subspace angles: sines not re-ordered (scipy's misaligned arcsin branch)",
