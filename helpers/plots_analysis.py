@@ -41,7 +41,11 @@ def cosine_matrix(report: Mapping) -> pd.DataFrame:
 def cosine_heatmap(report: Mapping) -> plt.Figure:
     """Global cosine between every pair of updates."""
     set_style()
-    mat = cosine_matrix(report)
+    return cosine_matrix_figure(cosine_matrix(report), "cosine of the weight updates")
+
+
+def cosine_matrix_figure(mat: pd.DataFrame, title: str) -> plt.Figure:
+    """A symmetric run-by-run cosine matrix as an annotated heatmap on the fixed scale [-1, 1]."""
     size = 0.55 * len(mat) + 2
     fig, ax = plt.subplots(figsize=(size + 1, size))
     sns.heatmap(
@@ -56,7 +60,7 @@ def cosine_heatmap(report: Mapping) -> plt.Figure:
         annot_kws={"fontsize": 8},
         cbar_kws={"shrink": 0.7, "label": "global cosine"},
     )
-    ax.set_title("cosine of the weight updates")
+    ax.set_title(title)
     return fig
 
 

@@ -18,6 +18,7 @@ import seaborn as sns
 from .beyond import CONTRASTIVE
 from .beyond_analysis import MEASURES, SETTLE_COSINE, pair_value
 from .plots import color_of, set_style
+from .plots_analysis import cosine_matrix_figure
 
 CONTRASTIVE_COLORS = dict(zip(CONTRASTIVE, sns.color_palette("Dark2", len(CONTRASTIVE)), strict=True))
 MARKERS = "osD^vP*X"
@@ -135,22 +136,7 @@ def cosine_map(cosine: Mapping[str, Mapping[str, float]]) -> plt.Figure:
         values = [pair_value(t, a, b) for t in cosine.values()]
         values = [v for v in values if v is not None]
         mat.loc[a, b] = mat.loc[b, a] = np.mean(values) if values else np.nan
-    size = 0.55 * len(mat) + 2
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    sns.heatmap(
-        mat,
-        annot=True,
-        fmt=".2f",
-        cmap="RdBu_r",
-        vmin=-1,
-        vmax=1,
-        square=True,
-        ax=ax,
-        annot_kws={"fontsize": 8},
-        cbar_kws={"shrink": 0.7, "label": "global cosine"},
-    )
-    ax.set_title("the contrastive family on the cosine map (mean over replicates)")
-    return fig
+    return cosine_matrix_figure(mat, "the contrastive family on the cosine map (mean over replicates)")
 
 
 def contrastive_paths(paths: Mapping[str, Mapping[str, Any]], measure: str = "answer_ce") -> plt.Figure:

@@ -4,16 +4,14 @@ of each saved under the build folder (_build/test-book/screenshots/) for a perso
 
 import html.parser
 import os
-import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 import yaml
 
+from tests.browser import headless_chromium, needs_chromium
+
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 class _Refs(html.parser.HTMLParser):
@@ -87,32 +85,13 @@ def test_bibliography_resolves_every_citation(smoke_book):
     assert "nikolich2026geometry" not in intro, "an unresolved citation key is shown as text"
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (make test installs them with apt-get when it can)",
-)
+@needs_chromium
 def test_pages_render_in_headless_chromium(smoke_book):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1600",
-    ):
-        options.add_argument(flag)
     shots = smoke_book["html"].parent / "screenshots"
     shots.mkdir(exist_ok=True)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     try:
         for page in ["index", *_toc_files()]:
             driver.set_window_size(1280, 1600)

@@ -6,7 +6,6 @@ import base64
 import html
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,8 @@ from safetensors.torch import save_file
 
 from helpers import report_html
 from helpers.geometry import main
+from tests.browser import headless_chromium, needs_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 MODULES = [
     f"model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
 ]
@@ -119,30 +117,11 @@ def test_a_folder_is_no_report_file(tmp_path, capsys):
     assert err.startswith("error: ") and "is a folder" in err and "Traceback" not in err
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER),
-    reason="needs Debian's chromium and chromium-driver (make test installs them with apt-get when it can)",
-)
+@needs_chromium
 def test_the_page_renders_in_headless_chromium(page):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,1600",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium()
     try:
         driver.get(page["path"].as_uri())
         WebDriverWait(driver, 20).until(
