@@ -167,9 +167,9 @@ def _verdicts(ours) -> dict[str, str]:
     return {c["id"]: c["verdict"] for c in fd.evaluate_claims(ours, load_study())}
 
 
-def _with(path: str, value):
-    """GOOD with one number replaced (value None deletes the key)."""
-    ours = copy.deepcopy(GOOD)
+def _with(path: str, value, ours=None):
+    """`ours` (default GOOD) with one number replaced (value None deletes the key)."""
+    ours = copy.deepcopy(GOOD if ours is None else ours)
     *parents, last = path.split("/")
     node = ours
     for key in parents:

@@ -9,23 +9,10 @@ from helpers import findings as fd
 from helpers import verdicts as vd
 from helpers.headline import headline_over_replicates
 from helpers.study import load_study
-from tests.unit.test_findings import GOOD
+from tests.unit.test_findings import GOOD, _with
 
 STUDY = load_study()
 FLOOR = GOOD["geometry"]["global_cosine"]["sft-sft_order"]
-
-
-def _with(path: str, value, ours=GOOD):
-    ours = copy.deepcopy(ours)
-    *parents, last = path.split("/")
-    node = ours
-    for key in parents:
-        node = node[key]
-    if value is None:
-        del node[last]
-    else:
-        node[last] = value
-    return ours
 
 
 # Claim (i) fails through its colinearity criterion, or through its McNemar criterion.
