@@ -115,6 +115,30 @@ def copy_shipped(folder: str | os.PathLike, out: str | os.PathLike) -> None:
     atomic_write_json(out / "base.json", base)
 
 
+def origin(base_folder: str | os.PathLike) -> dict[str, Any]:
+    """Where a base stage's models came from, as base.json records it ({"source": "pretrained"} if built here)."""
+    base = json.loads((Path(base_folder) / "base.json").read_text())
+    return base.get("origin", {"source": "pretrained"})
+
+
+def origin_markdown(base_folder: str | os.PathLike) -> str:
+    """A paragraph for chapter 01: shipped (hash, when, where, how to rebuild) or pretrained in this run."""
+    o = origin(base_folder)
+    if o["source"] != "shipped":
+        return (
+            "This base was pretrained in this run (no shipped base matches this profile's inputs); "
+            "the curves below were measured on this machine."
+        )
+    return (
+        f"This base was not pretrained in this run: it is the shipped copy in `{o['folder']}` "
+        f"(manifest sha256 `{o['manifest_sha256'][:12]}`, every file verified against it), built "
+        f"{o['built']} from commit `{o['commit']}` with torch {o['torch']} at {o['threads']} threads on "
+        f"a {o['cpu']} CPU. The pretraining curves below are that build's logs, measured on that "
+        f"machine. `{o['command']}` rebuilds it from scratch (another CPU may round differently and "
+        "build other checkpoints; the book then uses the rebuilt one)."
+    )
+
+
 def _shown(folder: Path) -> str:
     try:
         return folder.resolve().relative_to(REPO_ROOT).as_posix()
