@@ -29,7 +29,7 @@ SKIP = {"DONE.json", MANIFEST}
 # committed base was built on; the checkpoints depend on the thread count (reductions split
 # differently: 1 thread picks student step 800, 2 threads step 700), so rebuilds pin it.
 THREADS = 2
-REBUILD = "make base  (python -m helpers.base_release --profile {profile})"
+REBUILD = "make base PROFILE={profile}"
 
 
 class BaseReleaseError(RuntimeError):
@@ -133,7 +133,7 @@ def origin_markdown(base_folder: str | os.PathLike) -> str:
         f"This base was not pretrained in this run: it is the shipped copy in `{o['folder']}` "
         f"(manifest sha256 `{o['manifest_sha256'][:12]}`, every file verified against it), built "
         f"{o['built']} from commit `{o['commit']}` with torch {o['torch']} at {o['threads']} threads on "
-        f"a {o['cpu']} CPU. The pretraining curves below are that build's logs, measured on that "
+        f"CPU `{o['cpu']}`. The pretraining curves below are that build's logs, measured on that "
         f"machine. `{o['command']}` rebuilds it from scratch (another CPU may round differently and "
         "build other checkpoints; the book then uses the rebuilt one)."
     )
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rebuild the shipped tiny base (data/base/<profile>).")
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--out", default=None, help="folder to write (default data/base/<profile>)")
-    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (default 2, as make book)")
+    parser.add_argument(
+        "--threads", type=int, default=THREADS, help="torch threads (default 2, as make book)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
