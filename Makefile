@@ -33,7 +33,7 @@ install: $(STAMP)
 ## Rebuild the shipped tiny base (data/base/$(PROFILE)) from scratch at 2 torch threads, as make
 ## book's kernel runs; prints whether the new sha256s equal the committed ones (other CPUs may differ).
 base: install
-	$(PY) -m helpers.base_release --profile $(PROFILE)
+	$(PY) -m helpers.make_base --profile $(PROFILE)
 
 ## Run every notebook headless on $(PROFILE), then render the executed copies into _build/html.
 book: install

@@ -2,13 +2,12 @@
 
 Pretraining the tiny student/teacher costs minutes of every fresh clone's book and its result
 depends on the torch thread count, so the repository ships the base and `base_stage` copies it
-when the manifest's recorded input key equals the profile's. `python -m helpers.base_release`
+when the manifest's recorded input key equals the profile's. `python -m helpers.make_base`
 rebuilds it from scratch at a pinned thread count.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
@@ -16,11 +15,10 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from .cache import REPO_ROOT, atomic_write_json, scratch_path, stable_hash
+from .cache import REPO_ROOT, atomic_write_json, stable_hash
 
 MANIFEST = "manifest.json"
 # The files a tiny base stage writes (DONE.json is the cache's marker, not the base's).
@@ -190,74 +188,3 @@ def write_manifest(folder: Path, profile_name: str, inputs: dict[str, Any], thre
     }
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
-
-
-def _may_replace(out: Path, profile_name: str) -> bool:
-    own = (REPO_ROOT / "data" / "base" / profile_name).resolve()
-    return not out.exists() or (out / MANIFEST).exists() or out.resolve() == own
-
-
-def rebuild(profile_name: str, out: str | os.PathLike | None = None, threads: int = THREADS) -> dict:
-    """Pretrain the profile's base from scratch into `out` (atomically) and return the comparison."""
-    import torch
-
-    from .pipeline import pretrain_base, source_base_inputs
-    from .profiles import load_profile
-
-    profile = load_profile(profile_name)
-    out = Path(out) if out is not None else release_root() / profile.name
-    if not _may_replace(out, profile.name):
-        raise BaseReleaseError(f"{out} exists and has no {MANIFEST}: not a base this program wrote; refusing")
-    old = read_manifest(out) if out.exists() else None
-    torch.set_num_threads(threads)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = scratch_path(out)
-    tmp.mkdir()
-    try:
-        pretrain_base(profile, tmp)
-        for extra in SKIP:
-            (tmp / extra).unlink(missing_ok=True)
-        manifest = write_manifest(tmp, profile.name, source_base_inputs(profile), threads)
-        if out.exists():
-            gone = scratch_path(out, "old")
-            out.rename(gone)
-            tmp.rename(out)
-            shutil.rmtree(gone, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    same = None if old is None else old["files"] == manifest["files"]
-    return {"out": str(out), "same": same, "manifest": manifest}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Rebuild the shipped tiny base (data/base/<profile>).")
-    parser.add_argument("--profile", default="tiny")
-    parser.add_argument("--out", default=None, help="folder to write (default data/base/<profile>)")
-    parser.add_argument(
-        "--threads", type=int, default=THREADS, help="torch threads (default 2, as make book)"
-    )
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        result = rebuild(args.profile, args.out, args.threads)
-    except BaseReleaseError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if result["same"] is None:
-        print(f"wrote {result['out']} (no earlier manifest to compare with)")
-    elif result["same"]:
-        print(f"wrote {result['out']}: every file's sha256 equals the earlier manifest's")
-    else:
-        print(
-            f"wrote {result['out']}: the hashes DIFFER from the earlier manifest. Pretraining depends on "
-            "the CPU and thread count, so another machine may build different checkpoints; the book now "
-            "uses the rebuilt base (commit it to ship it)."
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

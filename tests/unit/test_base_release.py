@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import base_models, base_release, pipeline
+from helpers import base_models, base_release, make_base, pipeline
 from helpers.cache import REPO_ROOT, stable_hash
 from helpers.profiles import load_profile
 
@@ -29,7 +29,7 @@ def release(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("release")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WSG_RUNS", str(tmp_path_factory.mktemp("runs")))
-        assert base_release.main(["--profile", "smoke", "--out", str(root / "smoke")]) == 0
+        assert make_base.main(["--profile", "smoke", "--out", str(root / "smoke")]) == 0
     return root
 
 
@@ -106,6 +106,6 @@ def test_make_base_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    assert base_release.main(["--profile", "smoke", "--out", str(foreign)]) == 2
+    assert make_base.main(["--profile", "smoke", "--out", str(foreign)]) == 2
     assert (foreign / "notes.txt").read_text() == "keep me"
     assert "refusing" in capsys.readouterr().err
