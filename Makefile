@@ -18,7 +18,7 @@ ifneq ($(PROFILE),paper)
 export HF_HUB_OFFLINE := 1
 endif
 
-.PHONY: install browser book notebooks html test test-unit test-notebooks lab lint format bench clean clean-runs
+.PHONY: install browser base book notebooks html test test-unit test-notebooks lab lint format bench clean clean-runs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Rebuild the shipped tiny base (data/base/$(PROFILE)) from scratch at 2 torch threads, as make
+## book's kernel runs; prints whether the new sha256s equal the committed ones (other CPUs may differ).
+base: install
+	$(PY) -m helpers.make_base --profile $(PROFILE)
 
 ## Run every notebook headless on $(PROFILE), then render the executed copies into _build/html.
 book: install

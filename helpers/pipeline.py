@@ -101,13 +101,34 @@ def problems_stage(profile: Profile) -> Path:
 # --- stage 2: base models ----------------------------------------------------------
 
 
-def _base_inputs(profile: Profile) -> dict[str, Any]:
+def source_base_inputs(profile: Profile) -> dict[str, Any]:
+    """What pretraining the base reads: the key a shipped base's manifest records."""
     return {
         "v": STAGE_VERSIONS["base"],
         "problems": _problems_inputs(profile),
         "model": profile.to_dict()["model"],
         "seed": profile.seed,
     }
+
+
+def _shipped_base(profile: Profile) -> Path | None:
+    from .base_release import shipped_for
+
+    if profile.model.student != "tiny":
+        return None
+    return shipped_for(profile.name, stable_hash(source_base_inputs(profile)))
+
+
+def _base_inputs(profile: Profile) -> dict[str, Any]:
+    # A shipped base adds its manifest's hash, so a base pretrained locally (an older clone)
+    # and the shipped one never share a folder, nor do the stages built on them.
+    inputs = source_base_inputs(profile)
+    shipped = _shipped_base(profile)
+    if shipped is not None:
+        from .base_release import manifest_sha
+
+        inputs["shipped"] = manifest_sha(shipped)
+    return inputs
 
 
 def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: bool) -> float:
@@ -128,28 +149,41 @@ def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: 
     return grade_completions(problems, [text for text, _ in samples])["summary"]["accuracy"]
 
 
+def pretrain_base(profile: Profile, out: Path) -> None:
+    """Write the base stage's files into `out`: pretrain the tiny models, or record the hub ids."""
+    m = profile.model
+    if m.student != "tiny":
+        atomic_write_json(out / "base.json", {"student": m.student, "teacher": m.teacher})
+        return
+    from .base_models import build_tiny_base
+
+    problems_dir = problems_stage(profile)
+    build_tiny_base(
+        profile,
+        read_jsonl(problems_dir / "pretrain.jsonl"),
+        read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS],
+        out,
+        score=lambda folder, problems, sampled: _accuracy(folder, problems, profile, sampled),
+        device=resolve_device(profile),
+    )
+
+
 def base_stage(profile: Profile) -> Path:
     """The tiny student and teacher: tokenizer, pretraining, and accuracy along the way.
 
-    For hub models there is nothing to build; the folder only records the ids.
+    When `data/base/<profile>` ships a base built from these very inputs it is verified
+    (sha256 of every file) and copied instead. For hub models the folder only records the ids.
     """
-    m = profile.model
-    problems_dir = problems_stage(profile)
+    problems_stage(profile)
+    shipped = _shipped_base(profile)
 
     def build(tmp: Path) -> None:
-        if m.student != "tiny":
-            atomic_write_json(tmp / "base.json", {"student": m.student, "teacher": m.teacher})
-            return
-        from .base_models import build_tiny_base
+        if shipped is not None:
+            from .base_release import copy_shipped
 
-        build_tiny_base(
-            profile,
-            read_jsonl(problems_dir / "pretrain.jsonl"),
-            read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS],
-            tmp,
-            score=lambda folder, problems, sampled: _accuracy(folder, problems, profile, sampled),
-            device=resolve_device(profile),
-        )
+            copy_shipped(shipped, tmp)
+        else:
+            pretrain_base(profile, tmp)
 
     return cached_stage("base", _base_inputs(profile), build, run_root(profile))
 
