@@ -111,6 +111,24 @@ def evaluation_stages(
     return [evaluation_stage(profile, names, source, path, j) for j in replicate_ids(profile)]
 
 
+def evaluate_models(
+    profile: Profile, runs: dict[str, Path | None], workers: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The held-out result of each named model (None: the base), evaluating the missing ones first
+    in `workers` single-thread processes (default `parallel.worker_count()`; 1 = here)."""
+    from .parallel import map_calls
+
+    missing = {}
+    for name, adapter in runs.items():
+        key = stable_hash(model_evaluation_inputs(profile, adapter))
+        if key not in missing and not model_evaluation_done(profile, adapter):
+            missing[key] = (_evaluate_one, (profile, adapter, None, None, name), name)
+    map_calls(list(missing.values()), workers, "evaluating")
+    return {
+        name: read_model_evaluation(model_evaluation_stage(profile, a, name=name)) for name, a in runs.items()
+    }
+
+
 def read_model_evaluation(folder: Path) -> dict[str, Any]:
     """The result a model evaluation stage holds."""
     return read_json(Path(folder) / RESULT)

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from helpers import eval_stages, evaluate, pipeline
+from helpers import beyond_measures, eval_stages, evaluate, pipeline
 from helpers.geometry import _torch_threads
 from helpers.profiles import load_profile
 
@@ -42,3 +42,14 @@ def test_replicates_evaluated_concurrently_equal_sequential_and_base_once(tmp_pa
     before = sorted(p.name for p in root.iterdir())
     assert eval_stages.evaluation_stages(profile, NAMES, workers=2) == concurrent
     assert sorted(p.name for p in root.iterdir()) == before
+
+
+def test_chapter_08_reuses_chapter_06_model_evaluations(tmp_path, monkeypatch):
+    profile = load_profile("smoke")
+    monkeypatch.setenv("WSG_RUNS", str(tmp_path))
+    chapter_06 = pipeline.evaluation_stage(profile, NAMES)
+    runs = {"base": None, "sft": pipeline.adapter_stage(profile, "sft")}
+    monkeypatch.setattr(evaluate, "evaluate_adapters", lambda *a, **k: pytest.fail("evaluated again"))
+    assert eval_stages.evaluate_models(profile, runs, workers=1) == chapter_06
+    accuracy = {name: result["summary"]["accuracy"] for name, result in chapter_06.items()}
+    assert beyond_measures._evaluate(profile, runs) == accuracy
