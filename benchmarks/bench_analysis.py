@@ -1,7 +1,7 @@
 """Time (and optionally save the numbers of) the heavy part of chapter 04 or chapter 06 on cached runs.
 
     WSG_RUNS=/tmp/copy-of-runs python benchmarks/bench_analysis.py 04 [--profile tiny] [--replicates 1]
-        [--threads 1] [--save out.json]
+        [--threads 1] [--workers 1] [--save out.json]
 
 Chapter 04: `compare.connectivity_reports` exactly as the notebook calls it. Chapter 06:
 `evaluate.evaluate_adapters` (the base and every run of each replicate) called directly, so the
@@ -42,11 +42,12 @@ PAIRS = (
 
 
 def cpu_seconds() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    return own.ru_utime + own.ru_stime
+    """This process and its finished children (the worker processes of --workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def chapter_04(profile, runs) -> list:
+def chapter_04(profile, runs, workers: int) -> list:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from helpers.compare import connectivity_reports
@@ -58,13 +59,16 @@ def chapter_04(profile, runs) -> list:
     a = profile.analysis
     problems = load_eval_set(profile)[: a.lmc_problems]
     sizes = (a.lmc_points, a.eval_batch_size, profile.model.max_length)
-    return connectivity_reports(model, tokenizer, runs, PAIRS.split(","), problems, *sizes)
+    return connectivity_reports(model, tokenizer, runs, PAIRS.split(","), problems, *sizes, workers=workers)
 
 
-def chapter_06(profile, runs) -> list:
+def chapter_06(profile, runs, workers: int) -> list:
+    from helpers.eval_stages import evaluation_stages
     from helpers.evaluate import evaluate_adapters, load_eval_set
     from helpers.pipeline import resolve_device, student_dir
 
+    if workers > 1:  # the book's path: builds (and then reuses) the evaluation stages under WSG_RUNS
+        return evaluation_stages(profile, workers=workers)[: len(runs)]
     a = profile.analysis
     problems = load_eval_set(profile)
     return [
@@ -130,6 +134,7 @@ def main() -> int:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--replicates", type=int, default=99)
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--workers", type=int, default=1, help="processes (chapter 06: >1 builds stages)")
     parser.add_argument("--save", help="write the chapter's numbers to this json file")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="compare two --save files")
     args = parser.parse_args()
@@ -145,9 +150,11 @@ def main() -> int:
     profile = load_profile(args.profile)
     runs = cached_runs(profile, args.replicates)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    out = (chapter_04 if args.chapter == "04" else chapter_06)(profile, runs)
+    out = (chapter_04 if args.chapter == "04" else chapter_06)(profile, runs, args.workers)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    print(f"chapter {args.chapter} ({len(runs)} replicates): wall {wall:.1f} s, CPU {cpu:.1f} s")
+    print(
+        f"chapter {args.chapter} ({len(runs)} replicates, {args.workers} workers): wall {wall:.1f} s, CPU {cpu:.1f} s"
+    )
     if args.save:
         Path(args.save).write_text(json.dumps(out, default=float))
     return 0

@@ -89,25 +89,13 @@ def forward_kls(profile: Profile, design: Design, runs: Mapping[str, Path]) -> d
 
 
 def _evaluate(profile: Profile, runs: Mapping[str, Path | None]) -> dict[str, float]:
-    """Greedy held-out accuracy of runs (None: the base), cached as the evaluation stage is."""
-    from .evaluate import evaluate_adapters, load_eval_set
+    """Greedy held-out accuracy of runs (None: the base): chapter 06's cached model evaluations
+    (helpers.eval_stages), the missing ones evaluated concurrently."""
+    from .eval_stages import evaluate_models
 
-    a = profile.analysis
-    inputs = {"beyond": BEYOND_VERSION, **pipeline._evaluation_inputs(profile, dict(runs), None, None)}
-
-    def build(tmp: Path) -> None:
-        evaluate_adapters(
-            pipeline.student_dir(profile),
-            dict(runs),
-            load_eval_set(profile),
-            a.eval_max_new_tokens,
-            a.eval_batch_size,
-            out_dir=tmp,
-            device=pipeline.resolve_device(profile),
-        )
-
-    folder = cached_stage("beyond_evaluation", inputs, build, pipeline.run_root(profile))
-    return {name: read_json(folder / f"{name}.json")["summary"]["accuracy"] for name in runs}
+    return {
+        name: result["summary"]["accuracy"] for name, result in evaluate_models(profile, dict(runs)).items()
+    }
 
 
 def chapter06_accuracy(profile: Profile, runs: Mapping[str, Path], replicate: int = 0) -> dict[str, float]:

@@ -6,6 +6,7 @@ afterwards) instead of loading a PEFT model per run, so a chapter costs one mode
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,6 +117,39 @@ def cka_report(states: Mapping[str, list[np.ndarray]], pairs: Sequence[str]) -> 
     return out
 
 
+def _replicate_connectivity_copy(frozen: bytes, *args: Any) -> dict[str, Any]:
+    """`_replicate_connectivity` on a private copy of the (pickled) model and tokenizer: a worker
+    job. Sent as bytes on purpose: a tensor passed to a process pool goes through torch's shared
+    memory, so the workers would move one another's weights (and the parent's) to base + dW."""
+    model, tokenizer = pickle.loads(frozen)
+    return _replicate_connectivity(model, tokenizer, *args)
+
+
+def _replicate_connectivity(
+    model: Any,
+    tokenizer: Any,
+    replicate: Mapping[str, Any],
+    pairs: Sequence[str],
+    problems: Sequence[Mapping[str, Any]],
+    sizes: tuple[int, int, int],
+    base: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """`connectivity_report` of one replicate ({run: adapter folder}): the paths of `pairs` whose
+    runs it trained, and its rays (a module-level function, so a worker process can run it)."""
+    from .runs import load_all_deltas
+
+    deltas = load_all_deltas(replicate)
+    present = present_pairs(pairs, list(replicate))
+    return connectivity_report(model, tokenizer, deltas, present, problems, *sizes, base)
+
+
+def _base_losses(report: Mapping[str, Any]) -> dict[str, float] | None:
+    """The base model's losses (every ray's t = 0), to reuse in the next replicate."""
+    rays = report["rays"]
+    first = next(iter(rays.values()), None)
+    return {m: first[m][0] for m in MEASURES} if first and first["ts"][0] == 0.0 else None
+
+
 def connectivity_reports(
     model: Any,
     tokenizer: Any,
@@ -125,23 +159,32 @@ def connectivity_reports(
     points: int,
     batch_size: int = 16,
     max_length: int = 256,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """`connectivity_report` within each replicate ({run: adapter folder} per replicate): the
-    paths of `pairs` whose runs the replicate trained, and its rays. One replicate's updates
-    are loaded at a time."""
-    from .runs import load_all_deltas
+    paths of `pairs` whose runs the replicate trained, and its rays.
 
+    With `workers` > 1 (default `parallel.worker_count()`), one spawned single-thread process per
+    replicate (the model is sent to each); the numbers equal a one-thread run here bit for bit.
+    With 1, here, one replicate after another, the base model scored once for all of them.
+    """
+    from .parallel import map_calls, worker_count
+
+    sizes = (points, batch_size, max_length)
+    workers = min(workers or worker_count(), len(runs)) if runs else 1
+    if workers > 1:
+        frozen = pickle.dumps((model, tokenizer))
+        job = _replicate_connectivity_copy
+        calls = [
+            (job, (frozen, replicate, pairs, problems, sizes), f"replicate {j}")
+            for j, replicate in enumerate(runs)
+        ]
+        return map_calls(calls, workers, "scoring paths of")
     reports, base = [], None
     for replicate in runs:
-        deltas = load_all_deltas(replicate)
-        present = present_pairs(pairs, list(replicate))
-        sizes = (points, batch_size, max_length)
-        reports.append(connectivity_report(model, tokenizer, deltas, present, problems, *sizes, base))
+        reports.append(_replicate_connectivity(model, tokenizer, replicate, pairs, problems, sizes, base))
         # the base model is the same in every replicate: scored once (every ray starts at t = 0)
-        rays = reports[-1]["rays"]
-        if base is None and rays:
-            first = next(iter(rays.values()))
-            base = {m: first[m][0] for m in MEASURES} if first["ts"][0] == 0.0 else None
+        base = base or _base_losses(reports[-1])
     return reports
 
 

@@ -108,39 +108,51 @@ def _run(missing: list[tuple[Profile, str, str]], workers: int | None) -> None:
 
 
 def run_calls(calls: Sequence[tuple[Callable[..., Any], tuple, str]], workers: int | None = None) -> None:
-    """Run each (function, args, label) once, in `workers` spawned single-thread processes (default
-    `worker_count()`; 1 = here, in order), with one progress line. The functions must be importable
-    (module level) and build cached stages: what they return is dropped, their stages stay. A failed
-    call stops the ones not yet started and raises its error, named by its label."""
+    """Run each (function, args, label) once for the stages it builds (what it returns is dropped):
+    `map_calls` with the progress line named "training"."""
+    map_calls(calls, workers, "training")
+
+
+def map_calls(
+    calls: Sequence[tuple[Callable[..., Any], tuple, str]], workers: int | None = None, desc: str = "running"
+) -> list[Any]:
+    """What each (function, args, label) returns, in order, computed in `workers` spawned
+    single-thread processes (default `worker_count()`; 1 = here, in order) with one progress line
+    named `desc`. The functions must be importable (module level), their arguments and results
+    picklable. `desc` is a verb ("training", "evaluating"). A failed call stops the ones not yet started and raises its error, named by its label."""
     if not calls:
-        return
+        return []
     workers = min(workers or worker_count(), len(calls))
-    bar = tqdm(
-        total=len(calls), desc=f"training ({workers} process{'es' if workers > 1 else ''})", unit="run"
-    )
+    plural = "es" if workers > 1 else ""
+    bar = tqdm(total=len(calls), desc=f"{desc} ({workers} process{plural})", unit="job")
     if workers == 1:
+        out = []
         for function, args, label in calls:
             bar.set_postfix_str(label)
-            function(*args)
+            out.append(function(*args))
             bar.update()
         bar.close()
-        return
+        return out
     with _executor(workers) as pool:
-        futures = {pool.submit(function, *args): label for function, args, label in calls}
+        futures = {pool.submit(function, *args): i for i, (function, args, _) in enumerate(calls)}
+        results: dict[int, Any] = {}
         try:
             for future in concurrent.futures.as_completed(futures):
+                label = calls[futures[future]][2]
                 error = future.exception()
                 if error is not None:
-                    error.add_note(f"while training {futures[future]} in a worker process")
+                    error.add_note(f"while {desc} {label} in a worker process")
                     raise error
-                bar.set_postfix_str(f"{futures[future]} done")
+                results[futures[future]] = future.result()
+                bar.set_postfix_str(f"{label} done")
                 bar.update()
         except BaseException:
             for future in futures:
-                future.cancel()  # the runs not started; those running finish (their stages are kept)
+                future.cancel()  # the calls not started; those running finish (their stages are kept)
             raise
         finally:
             bar.close()
+    return [results[i] for i in range(len(calls))]
 
 
 def replicate_adapters(profile: Profile, workers: int | None = None) -> list[dict[str, Path]]:

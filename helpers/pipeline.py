@@ -385,6 +385,15 @@ def _evaluation_inputs(
     }
 
 
+def evaluation_done(
+    profile: Profile, runs: dict[str, Path], source: str | None = None, path: str | None = None
+) -> bool:
+    """Whether the evaluation stage of these runs (one replicate's) is built (nothing is built here)."""
+    return is_done(
+        stage_folder("evaluation", _evaluation_inputs(profile, runs, source, path), run_root(profile))
+    )
+
+
 def evaluation_stage(
     profile: Profile,
     names: list[str] | None = None,
@@ -392,24 +401,21 @@ def evaluation_stage(
     path: str | None = None,
     replicate: int = 0,
 ) -> dict[str, dict]:
-    """Greedy evaluation of the base and every run of a replicate on the held-out set (or another jsonl), cached."""
-    from .evaluate import evaluate_adapters, load_eval_set
+    """Greedy evaluation of the base and every run of a replicate on the held-out set (or another
+    jsonl), cached; each model's result comes from its own stage (helpers.eval_stages), so the base
+    is evaluated once for all replicates (eval_stages.evaluation_stages: all replicates concurrently)."""
+    import shutil
+
+    from .eval_stages import RESULT, model_evaluation_stage
 
     runs = adapters(profile, names, replicate)
-    a = profile.analysis
     inputs = _evaluation_inputs(profile, runs, source, path)
 
     def build(tmp: Path) -> None:
-        problems = load_eval_set(profile, source=source, path=path)
-        evaluate_adapters(
-            student_dir(profile),
-            {"base": None, **runs},
-            problems,
-            a.eval_max_new_tokens,
-            a.eval_batch_size,
-            out_dir=tmp,
-            device=resolve_device(profile),
-        )
+        for name, adapter in {"base": None, **runs}.items():
+            shutil.copyfile(
+                model_evaluation_stage(profile, adapter, source, path, name) / RESULT, tmp / f"{name}.json"
+            )
 
     folder = cached_stage("evaluation", inputs, build, run_root(profile))
     return {name: read_json(folder / f"{name}.json") for name in ["base", *runs]}

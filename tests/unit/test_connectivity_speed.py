@@ -70,7 +70,9 @@ def test_base_scored_once_over_replicates(setup):
     per_state = len(calls)
     calls.clear()
     runs = [dict(folders), dict(folders)]
-    first, second = connectivity_reports(model, tokenizer, runs, ["a-b"], ROWS, points=3, batch_size=2)
+    first, second = connectivity_reports(
+        model, tokenizer, runs, ["a-b"], ROWS, points=3, batch_size=2, workers=1
+    )
     # a, b, c, the path midpoint, the base, three ray midpoints; the second replicate without the base
     assert len(calls) == (8 + 7) * per_state
     assert first == second

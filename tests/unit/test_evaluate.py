@@ -399,7 +399,8 @@ def test_extra_sets_scored_per_file_content(tmp_path, tokenizer, monkeypatch):
 
     report = ev.evaluate_extra_sets(with_aime)["aime"]
     ids = [json.loads(line)["id"] for line in AIME.read_text().splitlines()]
-    assert scored == [ids] and report["path"] == str(aime) and report["interval"] == "exact"
+    # one evaluation per model (base, sft, dpo: helpers.eval_stages)
+    assert scored == [ids] * 3 and report["path"] == str(aime) and report["interval"] == "exact"
     assert set(report["accuracy"]) == {"base", "sft", "dpo"}
     for name, summary in report["summary"].items():
         assert summary["n"] == len(ids)
@@ -418,7 +419,7 @@ def test_extra_sets_scored_per_file_content(tmp_path, tokenizer, monkeypatch):
         smoke, data=dataclasses.replace(smoke.data, extra_eval_paths=(str(aime), str(other)))
     )
     assert list(ev.evaluate_extra_sets(both)) == ["aime", "other"]
-    assert len(scored) == 2  # only the new set was scored: adding a set leaves the others cached
+    assert len(scored) == 6  # only the new set was scored: adding a set leaves the others cached
     aime.write_text("\n".join(AIME.read_text().splitlines()[:3]) + "\n")  # edited in place
     assert ev.evaluate_extra_sets(with_aime)["aime"]["summary"]["base"]["n"] == 3
     assert scored[-1] == ids[:3]

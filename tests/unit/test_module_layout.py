@@ -15,6 +15,9 @@ KNOWN_CYCLES = {
     frozenset({"geometry", "geometry_cli"}),
     # evaluate_extra_sets runs the cached evaluation stage, which calls evaluate_adapters.
     frozenset({"evaluate", "pipeline"}),
+    # ... and assembles it from per-model stages (eval_stages), built in worker processes (parallel)
+    # that call back into pipeline and evaluate.
+    frozenset({"eval_stages", "evaluate", "parallel", "pipeline"}),
 }
 
 
