@@ -105,6 +105,11 @@ def heldout_stage(profile: Profile) -> Path:
     return cached_stage("dpo_heldout", _heldout_inputs(profile), build, run_root(profile))
 
 
+def heldout_meta(profile: Profile) -> dict[str, Any]:
+    """The held-out set's counts: problems, pairs, the base's accuracy on them, CPU seconds to build."""
+    return read_json(heldout_stage(profile) / "meta.json")
+
+
 def _margin_inputs(profile: Profile, adapter: Path) -> dict[str, Any]:
     from .pipeline import rollouts_stage
 

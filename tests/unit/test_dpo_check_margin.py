@@ -38,12 +38,18 @@ def test_verdict_over_replicates_is_inconclusive_when_they_disagree():
 def test_verdicts_and_table_per_run_and_pairs_set():
     up, zero = _summary(0.01, 0.03), _summary(-0.01, 0.03)
     per_replicate = [
-        {"dpo": {"gold": {**up, "pairs": 5, "reward_accuracy": 0.6}, "unused": None}, "dpo_samelr": {"gold": up}},
+        {
+            "dpo": {"gold": {**up, "pairs": 5, "reward_accuracy": 0.6}, "unused": None},
+            "dpo_samelr": {"gold": up},
+        },
         {"dpo": {"gold": {**zero, "pairs": 5, "reward_accuracy": 0.4}, "unused": None}},
     ]
     per_replicate[0]["dpo_samelr"]["gold"].update(pairs=5, reward_accuracy=0.6)
     v = dpo_margin.verdicts(per_replicate)
-    assert v == {"dpo": {"gold": INCONCLUSIVE, "unused": None}, "dpo_samelr": {"gold": LEARNS, "unused": None}}
+    assert v == {
+        "dpo": {"gold": INCONCLUSIVE, "unused": None},
+        "dpo_samelr": {"gold": LEARNS, "unused": None},
+    }
     rows = dpo_margin.margin_table(per_replicate)
     assert [(r["run"], r["replicate"], r["verdict"]) for r in rows] == [
         ("dpo", 0, LEARNS),
@@ -73,7 +79,9 @@ def test_batched_logps_equal_one_sequence_at_a_time(tmp_path):
     model = make_adapter(AutoModelForCausalLM.from_pretrained(base), seed=3, scale=0.5).eval()
     tok = AutoTokenizer.from_pretrained(base)
     texts = [("Question: What is 2 + 3?\nAnswer:", " 2 + 3 = 5.\n#### 5"), ("Q: 1?\nA:", " 1")] * 3
-    texts.append(("Question: a much longer prompt than the others here\nAnswer:", " it is 12 + 30 = 42.\n#### 42"))
+    texts.append(
+        ("Question: a much longer prompt than the others here\nAnswer:", " it is 12 + 30 = 42.\n#### 42")
+    )
     one = dpo_check._sequence_logps(model, tok, texts, 64, batch_size=1)
     batched = dpo_check._sequence_logps(model, tok, texts, 64, batch_size=4)
     assert np.isfinite(one).all() and len(set(np.round(one, 3))) > 1
@@ -81,9 +89,9 @@ def test_batched_logps_equal_one_sequence_at_a_time(tmp_path):
 
 
 def test_heldout_problems_are_fresh_and_deterministic():
+    from helpers.data import load_problems
     from helpers.evaluate import load_eval_set
     from helpers.profiles import load_profile
-    from helpers.data import load_problems
 
     smoke = load_profile("smoke")
     problems = dpo_margin.heldout_problems(smoke)
@@ -133,7 +141,9 @@ def test_margin_stage_on_smoke_scores_the_gold_pairs_and_is_cached(smoke_dpo):
     result = dpo_margin.margin_stage(smoke, adapter)
     gold = result["gold"]
     assert gold["pairs"] == len(pairs) and len(gold["margins"]) == len(pairs)
-    direct = dpo_check.reward_margins(student_dir(smoke), adapter, pairs, smoke.train.beta, smoke.model.max_length)
+    direct = dpo_check.reward_margins(
+        student_dir(smoke), adapter, pairs, smoke.train.beta, smoke.model.max_length
+    )
     np.testing.assert_allclose(gold["margins"], direct, rtol=1e-5, atol=1e-7)
     assert gold == dpo_check.margin_summary(gold["margins"]) | {"margins": gold["margins"]}
     assert np.abs(direct).max() > 0  # the adapter moved
@@ -141,7 +151,10 @@ def test_margin_stage_on_smoke_scores_the_gold_pairs_and_is_cached(smoke_dpo):
     assert result["cpu_seconds"] > 0
     # cached: the same inputs read the same folder; another beta is another stage
     built = sorted((root / "smoke").glob("dpo_margin-*"))
-    assert dpo_margin.margin_stage(smoke, adapter) == result and sorted((root / "smoke").glob("dpo_margin-*")) == built
+    assert (
+        dpo_margin.margin_stage(smoke, adapter) == result
+        and sorted((root / "smoke").glob("dpo_margin-*")) == built
+    )
     other = dataclasses.replace(smoke, train=dataclasses.replace(smoke.train, beta=0.2))
     doubled = dpo_margin.margin_stage(other, adapter)["gold"]
     assert len(sorted((root / "smoke").glob("dpo_margin-*"))) == len(built) + 1
