@@ -172,3 +172,35 @@ def test_unused_pairs_are_scored_when_the_cap_leaves_some_out(smoke_dpo):
     if len(left_out) < 2:
         pytest.skip("the smoke rollouts have too few mixed groups for a cap to leave pairs out")
     assert result["unused"]["pairs"] == len(left_out)
+
+
+def test_rate_text_follows_the_sweep():
+    from helpers.dpo_margin_view import rate_markdown
+    from helpers.profiles import load_profile
+
+    smoke = load_profile("smoke")
+    t = smoke.train
+
+    def row(lr, acc, **extra):
+        return {
+            "lr": lr,
+            "accuracy": acc,
+            "ci_low": acc - 0.05,
+            "ci_high": acc + 0.05,
+            "base_accuracy": 0.5,
+            **extra,
+        }
+
+    sweep = {
+        "methods": {
+            "sft": [row(t.lr, 0.55), row(3 * t.lr, 0.7)],
+            "dpo": [row(t.lr_for("dpo"), 0.5, margin_ci_low=-0.1, reward_margin=0.0)],
+        }
+    }
+    text = rate_markdown(sweep, smoke)
+    assert f"sft: it picks {3 * t.lr:g} (70.0%)" in text
+    assert "does not overlap the pick's" in text  # 60% vs 65% at the closest ends
+    assert f"dpo: no rate learns; the profile uses {t.lr_for('dpo'):g}" in text
+    sweep["methods"]["sft"][1] = row(3 * t.lr, 0.62)
+    assert "overlaps the pick's" in rate_markdown(sweep, smoke)
+    assert "No sweep" in rate_markdown(None, smoke)
