@@ -107,8 +107,13 @@ def reward_margins(
     pairs: Sequence[Mapping[str, str]],
     beta: float,
     max_length: int,
+    ref: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:
-    """DPO's implicit reward margin of each pair: the adapter as policy, the bare base as reference."""
+    """DPO's implicit reward margin of each pair: the adapter as policy, the bare base as reference.
+
+    `ref`: the base's summed log-probs of the pairs ({"chosen", "rejected"}: `reference_logps`), when
+    already computed for these pairs; otherwise they are computed here with the adapter off.
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,10 +126,30 @@ def reward_margins(
     for side in ("chosen", "rejected"):
         texts = [(p["prompt"], p[side]) for p in pairs]
         policy = _sequence_logps(model, tokenizer, texts, max_length)
-        with model.disable_adapter():
-            ref = _sequence_logps(model, tokenizer, texts, max_length)
-        scores[side] = policy - ref
+        if ref is None:
+            with model.disable_adapter():
+                base = _sequence_logps(model, tokenizer, texts, max_length)
+        else:
+            base = np.asarray(ref[side], dtype=float)
+            if base.shape != policy.shape:
+                raise DpoCheckError(f"ref[{side!r}]: {base.size} log-probs for {policy.size} pairs")
+        scores[side] = policy - base
     return beta * (scores["chosen"] - scores["rejected"])
+
+
+def reference_logps(
+    base_dir: str | os.PathLike, pairs: Sequence[Mapping[str, str]], max_length: int
+) -> dict[str, list[float]]:
+    """The bare base's summed log-probs of each pair's chosen and rejected completion (the DPO
+    reference side of `reward_margins`, computed once for pairs that several adapters are scored on)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    return {
+        side: _sequence_logps(model, tokenizer, [(p["prompt"], p[side]) for p in pairs], max_length).tolist()
+        for side in ("chosen", "rejected")
+    }
 
 
 def margin_summary(margins: Sequence[float]) -> dict[str, float]:

@@ -24,10 +24,10 @@ from typing import Any
 
 from .cache import atomic_write_json, atomic_write_jsonl, cached_stage, read_json, read_jsonl
 from .data_keys import data_inputs
-from .dpo_check import heldout_pairs, margin_summary, reward_margins, unused_pairs
+from .dpo_check import heldout_pairs, margin_summary, reference_logps, reward_margins, unused_pairs
 from .profiles import Profile
 
-STAGE_VERSION = 1
+STAGE_VERSION = 2
 HELDOUT_FACTOR = 3  # fresh problems = this x the evaluation set (tiny: 768 -> about 400 wrong answers)
 HELDOUT_SEED_OFFSET = 2  # data.seed is the prompts and eval set, + 1 the pretraining corpus
 LEARNS, DOES_NOT, INCONCLUSIVE = "learns", "does not learn", "inconclusive"
@@ -71,11 +71,13 @@ def _heldout_inputs(profile: Profile) -> dict[str, Any]:
         "factor": HELDOUT_FACTOR,
         "seed_offset": HELDOUT_SEED_OFFSET,
         "max_new_tokens": profile.analysis.eval_max_new_tokens,
+        "max_length": profile.model.max_length,
     }
 
 
 def heldout_stage(profile: Profile) -> Path:
-    """problems.jsonl, the base's greedy rows (base_rows.jsonl), the gold pairs (pairs.jsonl), meta.json."""
+    """problems.jsonl, the base's greedy rows (base_rows.jsonl), the gold pairs (pairs.jsonl), the base's
+    log-probs of them (ref_logps.json: the reference side of every adapter's margin), meta.json."""
     from transformers import AutoTokenizer
 
     from .evaluate import evaluate_adapters
@@ -99,6 +101,10 @@ def heldout_stage(profile: Profile) -> Path:
         atomic_write_jsonl(tmp / "problems.jsonl", problems)
         atomic_write_jsonl(tmp / "base_rows.jsonl", base["rows"])
         atomic_write_jsonl(tmp / "pairs.jsonl", pairs)
+        if pairs:  # the reference side of every adapter's margins, computed once
+            atomic_write_json(
+                tmp / "ref_logps.json", reference_logps(student, pairs, profile.model.max_length)
+            )
         meta = {"problems": len(problems), "pairs": len(pairs), "base_accuracy": base["summary"]["accuracy"]}
         atomic_write_json(tmp / "meta.json", {**meta, "cpu_seconds": _cpu_seconds() - start})
 
@@ -143,13 +149,14 @@ def margin_stage(profile: Profile, adapter: str | Path) -> dict[str, Any]:
         folder = heldout_stage(profile)
         student, size = student_dir(profile), profile.model.max_length
         out: dict[str, Any] = {"gold": None, "unused": None}
+        gold = read_jsonl(folder / "pairs.jsonl")
         sets = {
-            "gold": read_jsonl(folder / "pairs.jsonl"),
-            "unused": unused_pairs(load_rollouts(rollouts_stage(profile) / "rollouts.jsonl"), t),
+            "gold": (gold, read_json(folder / "ref_logps.json") if gold else None),
+            "unused": (unused_pairs(load_rollouts(rollouts_stage(profile) / "rollouts.jsonl"), t), None),
         }
-        for key, pairs in sets.items():
+        for key, (pairs, ref) in sets.items():
             if len(pairs) >= 2:
-                margins = reward_margins(student, adapter, pairs, t.beta, size)
+                margins = reward_margins(student, adapter, pairs, t.beta, size, ref)
                 out[key] = {**margin_summary(margins), "margins": margins.tolist()}
         atomic_write_json(tmp / "margins.json", {**out, "cpu_seconds": _cpu_seconds() - start})
 
