@@ -80,10 +80,14 @@ def margin_markdown(
             )
     for name in ("dpo", "dpo_samelr"):
         ratios = [n[name]["ratio"] for n in noise if name in n]
-        if ratios:
+        if len(ratios) == 1:
+            lines.append(
+                f"- **{name}**'s update norm is {ratios[0]:.1f}x the noise norm (one replicate; section 6)."
+            )
+        elif ratios:
             lines.append(
                 f"- **{name}**'s update norm is {min(ratios):.1f}x to {max(ratios):.1f}x the noise norm "
-                f"over {len(ratios)} replicate(s) (section 6)."
+                f"over {len(ratios)} replicates (section 6)."
             )
     return "\n".join(lines)
 

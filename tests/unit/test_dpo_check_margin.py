@@ -204,3 +204,25 @@ def test_rate_text_follows_the_sweep():
     sweep["methods"]["sft"][1] = row(3 * t.lr, 0.62)
     assert "overlaps the pick's" in rate_markdown(sweep, smoke)
     assert "No sweep" in rate_markdown(None, smoke)
+
+
+def test_margin_text_states_each_replicate_and_the_verdict():
+    from helpers.dpo_margin_view import margin_markdown
+    from helpers.profiles import load_profile
+
+    def s(low, high):
+        return {**_summary(low, high), "pairs": 7, "reward_accuracy": 0.5}
+
+    per_replicate = [
+        {"dpo": {"gold": s(0.01, 0.03), "unused": None}},
+        {"dpo": {"gold": s(-0.02, 0.01), "unused": None}},
+    ]
+    noise = [{"dpo": {"ratio": 3.0}}, {"dpo": {"ratio": 5.0}}]
+    held = {"problems": 9, "pairs": 7, "base_accuracy": 2 / 9}
+    text = margin_markdown(per_replicate, held, noise, load_profile("smoke"))
+    assert (
+        "replicate 0: +0.0200 [+0.0100, +0.0300] on 7 pairs; replicate 1: -0.0050 [-0.0200, +0.0100]" in text
+    )
+    assert f"**{INCONCLUSIVE}**" in text and "rollout pairs" not in text
+    assert "3.0x to 5.0x the noise norm over 2 replicates" in text
+    assert "On 9 fresh held-out problems the base answers 22.2% right; its 7 wrong answers" in text
