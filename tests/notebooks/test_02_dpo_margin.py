@@ -26,7 +26,7 @@ def test_02_dpo_margins_per_replicate_and_their_verdict(out):
     for j, rep in enumerate(reps):
         margins = rep["dpo_margin"]
         assert set(margins) == {"dpo", "dpo_samelr"} & set(rep["runs"]), j
-        for name, m in margins.items():
+        for m in margins.values():
             gold = m["gold"]
             assert gold["pairs"] == held["pairs"] and "margins" not in gold
             assert gold["margin_ci_low"] <= gold["reward_margin"] <= gold["margin_ci_high"]
