@@ -100,7 +100,7 @@ def rate_markdown(sweep: Mapping[str, Any] | None, profile: Any) -> str:
     methods = sweep.get("methods", {})
     lines = [
         "The sweep's rule (`helpers.lr_sweep.pick_rate`): among the rates at which a method learns (DPO: "
-        "its held-out reward margin's interval above 0 and its accuracy not below the base's beyond its "
+        "its held-out reward margin's interval, on the gold pairs where measured, above 0 and its accuracy not below the base's beyond its "
         "interval; the others: accuracy above the base's), the most accurate."
     ]
     for method in sorted(methods):

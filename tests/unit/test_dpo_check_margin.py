@@ -226,3 +226,13 @@ def test_margin_text_states_each_replicate_and_the_verdict():
     assert f"**{INCONCLUSIVE}**" in text and "rollout pairs" not in text
     assert "3.0x to 5.0x the noise norm over 2 replicates" in text
     assert "On 9 fresh held-out problems the base answers 22.2% right; its 7 wrong answers" in text
+
+
+def test_the_sweep_judges_dpo_by_its_gold_margin_where_measured():
+    from helpers.lr_sweep import learns
+
+    row = {"accuracy": 0.45, "ci_low": 0.37, "ci_high": 0.52, "base_accuracy": 0.47, "margin_ci_low": -0.09}
+    assert not learns(row)  # the left-out rollout pairs alone: interval reaches 0
+    assert learns({**row, "gold_margin_ci_low": 0.002})  # the better-resolved gold pairs clear 0
+    assert not learns({**row, "margin_ci_low": 0.01, "gold_margin_ci_low": -0.001})
+    assert not learns({**row, "gold_margin_ci_low": 0.002, "ci_high": 0.46})  # accuracy below the base's
