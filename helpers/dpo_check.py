@@ -68,18 +68,36 @@ def unused_pairs(records: Sequence[Mapping[str, Any]], train: Any) -> list[dict[
 
 
 @torch.no_grad()
-def _sequence_logps(model: Any, tokenizer: Any, texts: list[tuple[str, str]], max_length: int) -> np.ndarray:
-    """Summed log-prob of each completion given its prompt (one sequence at a time: tiny models)."""
-    out = []
+def _sequence_logps(
+    model: Any, tokenizer: Any, texts: list[tuple[str, str]], max_length: int, batch_size: int = 32
+) -> np.ndarray:
+    """Summed log-prob of each completion given its prompt, `batch_size` sequences a forward pass.
+
+    Rows are right-padded and the padding masked out of attention and of the sum, so a causal
+    model gives each row the log-probs it gives it alone (up to float rounding).
+    """
+    rows = []
     for prompt, completion in texts:
         row = tokenize_pair(tokenizer, prompt, completion, max_length)
         if row["dropped"]:
             raise DpoCheckError(f"a prompt alone fills max_length={max_length}: {prompt[:60]!r}")
-        ids = torch.tensor([row["input_ids"]], device=model.device)
-        mask = torch.tensor([row["completion_mask"]], device=model.device)
-        logits = model(input_ids=ids).logits[:, :-1].float()
+        rows.append(row)
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(r["input_ids"]) for r in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        attention = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width)
+        for i, r in enumerate(chunk):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            attention[i, :n] = 1
+            mask[i, :n] = torch.tensor(r["completion_mask"], dtype=torch.float)
+        ids, attention = ids.to(model.device), attention.to(model.device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
-        out.append(float((lp * mask[:, 1:]).sum()))
+        out += (lp.cpu() * mask[:, 1:]).sum(-1).tolist()
     return np.array(out)
 
 
@@ -89,8 +107,13 @@ def reward_margins(
     pairs: Sequence[Mapping[str, str]],
     beta: float,
     max_length: int,
+    ref: Mapping[str, Sequence[float]] | None = None,
 ) -> np.ndarray:
-    """DPO's implicit reward margin of each pair: the adapter as policy, the bare base as reference."""
+    """DPO's implicit reward margin of each pair: the adapter as policy, the bare base as reference.
+
+    `ref`: the base's summed log-probs of the pairs ({"chosen", "rejected"}: `reference_logps`), when
+    already computed for these pairs; otherwise they are computed here with the adapter off.
+    """
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -103,10 +126,30 @@ def reward_margins(
     for side in ("chosen", "rejected"):
         texts = [(p["prompt"], p[side]) for p in pairs]
         policy = _sequence_logps(model, tokenizer, texts, max_length)
-        with model.disable_adapter():
-            ref = _sequence_logps(model, tokenizer, texts, max_length)
-        scores[side] = policy - ref
+        if ref is None:
+            with model.disable_adapter():
+                base = _sequence_logps(model, tokenizer, texts, max_length)
+        else:
+            base = np.asarray(ref[side], dtype=float)
+            if base.shape != policy.shape:
+                raise DpoCheckError(f"ref[{side!r}]: {base.size} log-probs for {policy.size} pairs")
+        scores[side] = policy - base
     return beta * (scores["chosen"] - scores["rejected"])
+
+
+def reference_logps(
+    base_dir: str | os.PathLike, pairs: Sequence[Mapping[str, str]], max_length: int
+) -> dict[str, list[float]]:
+    """The bare base's summed log-probs of each pair's chosen and rejected completion (the DPO
+    reference side of `reward_margins`, computed once for pairs that several adapters are scored on)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir)).eval()
+    return {
+        side: _sequence_logps(model, tokenizer, [(p["prompt"], p[side]) for p in pairs], max_length).tolist()
+        for side in ("chosen", "rejected")
+    }
 
 
 def margin_summary(margins: Sequence[float]) -> dict[str, float]:

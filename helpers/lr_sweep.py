@@ -98,23 +98,23 @@ def sweep(profile: Profile, method: str, lrs: list[float], n_eval: int) -> list[
             "ci_high": r["summary"]["ci_high"],
             "base_accuracy": base,
             "train_seconds": seconds[key],
-            **_learning_signs(profile, method, adapters[key], float(key), problems, base_result["rows"]),
+            **_learning_signs(profile, method, adapters[key], float(key)),
         }
         for key, r in results.items()
     ]
     return rows
 
 
-def _learning_signs(
-    profile: Profile, method: str, adapter: Path, lr: float, problems: list[dict], base_rows: list[dict]
-) -> dict[str, Any]:
+def _learning_signs(profile: Profile, method: str, adapter: Path, lr: float) -> dict[str, Any]:
     """Passes over the data, update norm beside the noise norm, and (DPO) the held-out reward margin.
 
     Accuracy alone can miss a preference loss that learns: DPO moves the likelihood ratio of
     chosen over rejected before greedy answers change (issue 11.2).
     """
+    from .cache import read_jsonl
     from .deltas import load_deltas
-    from .dpo_check import heldout_pairs, margin_summary, noise_norm, reward_margins, unused_pairs
+    from .dpo_check import margin_summary, noise_norm, reward_margins, unused_pairs
+    from .dpo_margin import heldout_stage
     from .geometry import global_norm
     from .method_data import load_rollouts
     from .pipeline import lora_init_dir, rollouts_stage, student_dir
@@ -134,10 +134,12 @@ def _learning_signs(
         held = unused_pairs(load_rollouts(rollouts_stage(profile) / "rollouts.jsonl"), t)
         if len(held) >= 2:  # the rollout pairs training left out
             out.update(margin_summary(reward_margins(student, adapter, held, t.beta, size)))
+        # gold solution vs the base's wrong answer on the book's fresh held-out problems (several
+        # hundred pairs on tiny: the sweep's own problems leave too few to resolve DPO's margin)
         gold = margin_summary(
-            reward_margins(student, adapter, heldout_pairs(problems, base_rows), t.beta, size)
+            reward_margins(student, adapter, read_jsonl(heldout_stage(profile) / "pairs.jsonl"), t.beta, size)
         )
-        out.update({f"gold_{k}": v for k, v in gold.items()})  # gold solution vs the base's wrong answer
+        out.update({f"gold_{k}": v for k, v in gold.items()})
     return out
 
 
@@ -153,9 +155,13 @@ def load_sweep(profile: Profile) -> dict[str, Any] | None:
 
 def learns(row: dict[str, Any]) -> bool:
     """A swept DPO adapter measurably learned: its held-out reward margin's interval is above 0 and
-    its accuracy is not below the base's beyond its interval. Other methods: accuracy above the base's."""
-    if "margin_ci_low" in row:
-        return row["margin_ci_low"] > 0 and row["ci_high"] >= row["base_accuracy"]
+    its accuracy is not below the base's beyond its interval. Other methods: accuracy above the base's.
+
+    The margin is the gold pairs' where measured (several hundred fresh problems on tiny), else the
+    left-out rollout pairs' (under a hundred on tiny, whose interval does not resolve at any rate)."""
+    low = row.get("gold_margin_ci_low", row.get("margin_ci_low"))
+    if low is not None:
+        return low > 0 and row["ci_high"] >= row["base_accuracy"]
     return row["accuracy"] > row["base_accuracy"]
 
 

@@ -152,3 +152,16 @@ def test_unused_pairs_are_the_pairs_the_cap_leaves_out():
     every = build_method_dataset(records, "dpo", dataclasses.replace(train, dpo_max_pairs=0), seed=7)
     assert len(held) + len(trained) == len(every)
     assert dpo_check.unused_pairs(records, dataclasses.replace(train, dpo_max_pairs=0)) == []
+
+
+def test_precomputed_reference_gives_the_same_margins(base_and_adapters):
+    base, folders = base_and_adapters
+    pairs = dpo_check.heldout_pairs(PROBLEMS, ROWS)
+    ref = dpo_check.reference_logps(base, pairs, 64)
+    direct = dpo_check.reward_margins(base, folders["moved"], pairs, beta=0.1, max_length=64)
+    reused = dpo_check.reward_margins(base, folders["moved"], pairs, beta=0.1, max_length=64, ref=ref)
+    np.testing.assert_allclose(reused, direct, rtol=1e-5, atol=1e-6)
+    with pytest.raises(dpo_check.DpoCheckError, match="ref"):
+        dpo_check.reward_margins(
+            base, folders["moved"], pairs, 0.1, 64, ref={"chosen": [0.0], "rejected": [0.0]}
+        )
