@@ -37,6 +37,7 @@ from .lmc_measures import (  # noqa: F401 (re-exported: import the measures and 
     measure_summary,
     no_barrier_reason,
 )
+from .logps import length_batches
 from .progress import tqdm
 
 
@@ -215,7 +216,7 @@ def _mean_token_nlls(
     totals, counts = [0.0] * len(masks), [0] * len(masks)
     budget = CPU_BATCH_TOKENS if device.type == "cpu" else None
     try:
-        for index in _length_batches([len(r["input_ids"]) for r in rows], batch_size, budget):
+        for index in length_batches([len(r["input_ids"]) for r in rows], batch_size, budget):
             batch = [rows[i] for i in index]
             width = max(len(r["input_ids"]) for r in batch)
             pad = [width - len(r["input_ids"]) for r in batch]
@@ -249,20 +250,6 @@ def _mean_token_nlls(
 # (similar lengths, activations that stay in cache) than in one batch of 64 rows (measured on
 # `tiny`, benchmarks/PROFILE.md); on GPU larger batches pay, and batch_size alone limits them.
 CPU_BATCH_TOKENS = 2048
-
-
-def _length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Row indices shortest first (ties in order), cut into batches of at most batch_size rows and,
-    with max_tokens, at most max_tokens padded tokens (a longer row goes alone)."""
-    batches: list[list[int]] = [[]]
-    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        grown = len(batches[-1]) + 1
-        if batches[-1] and (
-            grown > batch_size or (max_tokens is not None and grown * lengths[i] > max_tokens)
-        ):
-            batches.append([])
-        batches[-1].append(i)
-    return batches if batches[0] else []
 
 
 def mean_token_nll(

@@ -233,14 +233,14 @@ def mutants() -> list[Mutant]:
             BARRIER,
         ),
         Mutant(
-            "connectivity: length batches longest first",
-            "helpers/connectivity.py",
+            "length batches longest first",
+            "helpers/logps.py",
             replace("key=lambda i: lengths[i])", "key=lambda i: -lengths[i])"),
             LENGTH_BATCHES,
         ),
         Mutant(
-            "connectivity: token budget of a batch ignored",
-            "helpers/connectivity.py",
+            "length batches: token budget of a batch ignored",
+            "helpers/logps.py",
             replace("(max_tokens is not None and grown * lengths[i] > max_tokens)", "False"),
             LENGTH_BATCHES,
         ),

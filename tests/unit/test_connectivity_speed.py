@@ -10,9 +10,9 @@ import helpers.connectivity as connectivity
 from helpers.compare import connectivity_report, connectivity_reports
 from helpers.connectivity import (
     MEASURES,
-    _length_batches,
     encode_problems,
     heldout_losses,
+    length_batches,
     path_losses,
     ray_losses,
 )
@@ -81,7 +81,7 @@ def test_base_scored_once_over_replicates(setup):
 @pytest.mark.parametrize("max_tokens", [None, 1, 40, 100])
 def test_length_batches_cover_every_row_within_limits(max_tokens):
     lengths = [30, 5, 17, 5, 60, 12, 29]
-    batches = _length_batches(lengths, 3, max_tokens)
+    batches = length_batches(lengths, 3, max_tokens)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     flat = [i for b in batches for i in b]
     assert [lengths[i] for i in flat] == sorted(lengths) and flat.index(1) < flat.index(3)
@@ -89,7 +89,7 @@ def test_length_batches_cover_every_row_within_limits(max_tokens):
         assert 1 <= len(b) <= 3
         if max_tokens is not None and len(b) > 1:
             assert len(b) * max(lengths[i] for i in b) <= max_tokens
-    assert _length_batches([], 3, max_tokens) == []
+    assert length_batches([], 3, max_tokens) == []
 
 
 def reference_losses(model, encoded):
