@@ -335,7 +335,20 @@ def training_summary(out: Mapping[str, Any], methods: Sequence[str] | None = Non
     last = {m: runs[m]["last_loss"]["mean"] for m in methods if m in runs}
     moved = ", ".join(f"{m} {num(first[m])} -> {num(last[m])}" for m in first)
     lines.append(f"Training loss, first to last logged step (means): {moved}.")
+    lines += dpo_learning_lines(out.get("dpo_verdicts") or {})
     return bullets(lines)
+
+
+def dpo_learning_lines(verdicts: Mapping[str, Mapping[str, str | None]]) -> list[str]:
+    """One line per DPO run: whether its held-out reward margin says it learned, on each pairs set
+    measured (helpers.dpo_margin.verdicts: learns only when every replicate's interval is above 0)."""
+    names = {"gold": "gold solution over the base's wrong answer", "unused": "rollout pairs its cap left out"}
+    lines = []
+    for run, by_set in verdicts.items():
+        said = [f"{names.get(kind, kind)}: {v}" for kind, v in by_set.items() if v is not None]
+        if said:
+            lines.append(f"Does {run} learn? Held-out reward margin, {'; '.join(said)}.")
+    return lines
 
 
 def evaluation_summary(out: Mapping[str, Any], size: Mapping[str, Any], reference: str) -> str:

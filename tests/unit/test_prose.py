@@ -194,3 +194,13 @@ def test_lora_layout_and_diagram_from_an_adapters_shapes():
     assert "r(d_in + d_out) = 40" in texts
     with pytest.raises(ValueError, match="at least one module"):
         lora_layout({})
+
+
+def test_dpo_learning_lines_say_each_runs_verdict_per_pairs_set():
+    lines = prose.dpo_learning_lines(
+        {"dpo": {"gold": "learns", "unused": "inconclusive"}, "dpo_samelr": {"gold": None, "unused": None}}
+    )
+    assert lines == [
+        "Does dpo learn? Held-out reward margin, gold solution over the base's wrong answer: learns; "
+        "rollout pairs its cap left out: inconclusive."
+    ]
