@@ -10,7 +10,8 @@ Per notebook: wall seconds and CPU seconds (getrusage of this process and its re
 children, i.e. the notebook kernels), so a busy shared machine shows as CPU < wall x
 threads. Per stage: a cached stage finishes when its `.done` marker is written, so a
 stage's time is its marker's time minus the previous marker's (or the notebook's start);
-pretraining is split from the base stage with the seconds its log records. What follows
+pretraining is split from a pretrained base stage with the seconds its log records (a shipped
+base, copied from data/base, is one row). What follows
 the last stage of a notebook is that notebook's own analysis (plus kernel start-up).
 """
 
@@ -87,7 +88,9 @@ def stage_times(root: Path, chapters: dict[str, tuple[float, float]]) -> list[di
             stage = folder.name.rsplit("-", 1)[0]
             seconds = finished - previous
             pretrain = folder / "pretrain_log.json"
-            if pretrain.exists():  # the base stage: pretraining, then accuracy probes and saving
+            if stage == "base" and _shipped(folder):  # copied from data/base: its log is the build machine's
+                stage = "base: shipped copy, verified and copied"
+            elif pretrain.exists():  # the base stage: pretraining, then accuracy probes and saving
                 spent = sum(log["seconds"] for log in json.loads(pretrain.read_text()).values())
                 rows.append({"chapter": chapter, "stage": "base: pretraining", "seconds": spent})
                 stage, seconds = "base: probes, tokenizer, saving", seconds - spent
@@ -95,6 +98,12 @@ def stage_times(root: Path, chapters: dict[str, tuple[float, float]]) -> list[di
             previous = finished
         rows.append({"chapter": chapter, "stage": "(notebook's own work)", "seconds": end - previous})
     return rows
+
+
+def _shipped(folder: Path) -> bool:
+    """Whether a base stage was copied from the project's shipped base (helpers.base_release)."""
+    base = folder / "base.json"
+    return base.exists() and json.loads(base.read_text()).get("origin", {}).get("source") == "shipped"
 
 
 def main() -> None:
