@@ -38,6 +38,29 @@ def select_student(curve: Curve, final_step: int, min_step: int, target: float) 
     return best, f"no checkpoint reached {target:g}; the most accurate one before the teacher"
 
 
+def saved_model_accuracy(
+    model_dir: Path, problems: list[dict], profile: Profile, sampled: bool, device: str = "cpu"
+) -> float:
+    """Accuracy of a saved model on problems, one completion each: greedy, or sampled as the rollouts are."""
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data import is_correct
+    from .rollouts import prompts_for, sample_rollouts
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    once = dataclasses.replace(
+        profile.rollouts, k=1, temperature=profile.rollouts.temperature if sampled else 0.0
+    )
+    samples = sample_rollouts(
+        model, tokenizer, prompts_for(problems, tokenizer), once, profile.seed, desc="score"
+    )
+    right = [is_correct(text, p["answer"]) for p, (text, _) in zip(problems, samples, strict=True)]
+    return sum(map(bool, right)) / len(right) if right else 0.0
+
+
 def build_tiny_base(
     profile: Profile,
     corpus: list[dict],

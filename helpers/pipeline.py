@@ -7,7 +7,6 @@ it, a changed knob rebuilds only what depends on it.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -131,31 +130,13 @@ def _base_inputs(profile: Profile) -> dict[str, Any]:
     return inputs
 
 
-def _accuracy(model_dir: Path, problems: list[dict], profile: Profile, sampled: bool) -> float:
-    """Accuracy of a saved model on problems, one completion each: greedy, or sampled as the rollouts are."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .evaluate import grade_completions
-    from .rollouts import prompts_for, sample_rollouts
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(resolve_device(profile))
-    once = dataclasses.replace(
-        profile.rollouts, k=1, temperature=profile.rollouts.temperature if sampled else 0.0
-    )
-    samples = sample_rollouts(
-        model, tokenizer, prompts_for(problems, tokenizer), once, profile.seed, desc="score"
-    )
-    return grade_completions(problems, [text for text, _ in samples])["summary"]["accuracy"]
-
-
 def pretrain_base(profile: Profile, out: Path) -> None:
     """Write the base stage's files into `out`: pretrain the tiny models, or record the hub ids."""
     m = profile.model
     if m.student != "tiny":
         atomic_write_json(out / "base.json", {"student": m.student, "teacher": m.teacher})
         return
-    from .base_models import build_tiny_base
+    from .base_models import build_tiny_base, saved_model_accuracy
 
     problems_dir = problems_stage(profile)
     build_tiny_base(
@@ -163,7 +144,9 @@ def pretrain_base(profile: Profile, out: Path) -> None:
         read_jsonl(problems_dir / "pretrain.jsonl"),
         read_jsonl(problems_dir / "eval.jsonl")[:CURVE_PROBLEMS],
         out,
-        score=lambda folder, problems, sampled: _accuracy(folder, problems, profile, sampled),
+        score=lambda folder, problems, sampled: saved_model_accuracy(
+            folder, problems, profile, sampled, resolve_device(profile)
+        ),
         device=resolve_device(profile),
     )
 
