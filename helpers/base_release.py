@@ -12,13 +12,12 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from .cache import REPO_ROOT, atomic_write_json, stable_hash
+from .execution import cpu_model, git_commit
 
 MANIFEST = "manifest.json"
 # The files a tiny base stage writes (DONE.json is the cache's marker, not the base's).
@@ -145,30 +144,9 @@ def _shown(folder: Path) -> str:
 
 
 def _commit() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """HEAD, with "+dirty" when tracked files differ from it ("unknown" without git)."""
+    head = git_commit(REPO_ROOT)
+    return "unknown" if head["sha"] is None else head["sha"] + ("+dirty" if head["dirty"] else "")
 
 
 def write_manifest(folder: Path, profile_name: str, inputs: dict[str, Any], threads: int) -> dict:
@@ -181,7 +159,7 @@ def write_manifest(folder: Path, profile_name: str, inputs: dict[str, Any], thre
         "files": file_hashes(folder),
         "torch": torch.__version__,
         "threads": threads,
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "built": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": _commit(),
         "command": REBUILD.format(profile=profile_name),
