@@ -9,6 +9,7 @@ numbers out of the question abruptly, at a step that moves with the seed.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +43,6 @@ def saved_model_accuracy(
     model_dir: Path, problems: list[dict], profile: Profile, sampled: bool, device: str = "cpu"
 ) -> float:
     """Accuracy of a saved model on problems, one completion each: greedy, or sampled as the rollouts are."""
-    import dataclasses
-
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .data import is_correct

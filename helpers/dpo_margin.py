@@ -26,6 +26,7 @@ from .cache import atomic_write_json, atomic_write_jsonl, cached_stage, read_jso
 from .data_keys import data_inputs
 from .dpo_check import heldout_pairs, margin_summary, reference_logps, reward_margins, unused_pairs
 from .profiles import Profile
+from .spread import unanimous
 
 STAGE_VERSION = 2
 HELDOUT_FACTOR = 3  # fresh problems = this x the evaluation set (tiny: 768 -> about 400 wrong answers)
@@ -187,13 +188,7 @@ def verdict(summaries: Sequence[Mapping[str, Any] | None]) -> str | None:
     """Over replicates: learns / does not learn only when every replicate says so, else inconclusive;
     None when no replicate measured it (replicates that did not are left out)."""
     labels = [v for v in map(replicate_verdict, summaries) if v is not None]
-    if not labels:
-        return None
-    if all(v == LEARNS for v in labels):
-        return LEARNS
-    if all(v == DOES_NOT for v in labels):
-        return DOES_NOT
-    return INCONCLUSIVE
+    return unanimous(labels, LEARNS, DOES_NOT, INCONCLUSIVE) if labels else None
 
 
 def margin_table(per_replicate: Sequence[Mapping[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:

@@ -41,6 +41,16 @@ def summarise(values: Sequence[Any]) -> dict[str, Any]:
     }
 
 
+def unanimous(labels: Sequence[str], yes: str, no: str, mixed: str = "inconclusive") -> str:
+    """`yes` when every replicate's label is `yes`, `no` when every one is `no`, else `mixed`:
+    a verdict over replicates stands only where the replicates agree."""
+    if all(label == yes for label in labels):
+        return yes
+    if all(label == no for label in labels):
+        return no
+    return mixed
+
+
 def is_summary(node: Any) -> bool:
     """Whether `node` is a leaf written by `summarise` / `summarise_tree`."""
     return isinstance(node, Mapping) and set(node) == SUMMARY_KEYS

@@ -15,7 +15,7 @@ from typing import Any
 
 from .claims import BARRIER_KINDS, FAILS, HOLDS, NOT_MEASURED
 from .findings import evaluate_claims, verdict_text
-from .spread import _finite, spread_text, summarise
+from .spread import _finite, spread_text, summarise, unanimous
 from .study import load_study
 from .subspaces import READINGS
 
@@ -26,11 +26,7 @@ def combine(verdicts: Sequence[str]) -> str:
     """One verdict from one per replicate: holds / does not hold only when every replicate says so."""
     if not verdicts or NOT_MEASURED in verdicts:
         return NOT_MEASURED
-    if all(v == HOLDS for v in verdicts):
-        return HOLDS
-    if all(v == FAILS for v in verdicts):
-        return FAILS
-    return INCONCLUSIVE
+    return unanimous(verdicts, HOLDS, FAILS, INCONCLUSIVE)
 
 
 def ours_from_results(results: Mapping[str, Any]) -> dict[str, Any]:
